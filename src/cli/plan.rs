@@ -1,0 +1,261 @@
+//! `rebalancer plan`: the operator's computation, offline.
+
+use std::fmt::Write as _;
+
+use kube::ResourceExt;
+
+use super::load::{Loaded, load_files};
+use crate::api::{Allocation, ConsumerGroup, Topic};
+use crate::assign::ConsumerInput;
+use crate::plan::{idle_summary, plan_group};
+
+/// Output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned, human-readable table.
+    Table,
+    /// The status fields as YAML.
+    Yaml,
+    /// The status fields as JSON (exactly what the operator writes).
+    Json,
+}
+
+/// Arguments of `rebalancer plan`.
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// YAML file(s) with Topic and ConsumerGroup objects; `-` reads stdin. Other kinds are skipped.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<String>,
+    /// The ConsumerGroup to plan (needed when the files hold several).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Consumers as `ID[=ZONE]`, comma separated or repeated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "replicas")]
+    pub consumers: Vec<String>,
+    /// N consumers named `<group>-0 .. <group>-N-1`, as a StatefulSet names its pods.
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Previous assignment: `plan -o json|yaml` output, or a ConsumerGroup with a status.
+    #[arg(long)]
+    pub previous: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Runs `plan` and prints the result.
+pub fn run(args: &PlanArgs) -> Result<(), String> {
+    let loaded = load_files(&args.files).map_err(|e| e.to_string())?;
+    let (file, group) = pick_group(&loaded, args.group.as_deref())?;
+    let consumers = consumers(args, &group.name_any())?;
+    let previous = match &args.previous {
+        Some(path) => Some(read_previous(path)?),
+        None => None,
+    };
+    let namespace = group.namespace();
+    let lookup = |name: &str| -> Option<&Topic> {
+        loaded
+            .topics
+            .iter()
+            .map(|(_, t)| t)
+            .find(|t| t.name_any() == name && t.namespace() == namespace)
+    };
+    let allocation = plan_group(&group.spec, false, lookup, &consumers, previous.as_ref())
+        .map_err(|e| format!("{file}: ConsumerGroup {}: {e}", group.name_any()))?;
+    let text = match args.output {
+        Output::Json => {
+            serde_json::to_string_pretty(&allocation).map_err(|e| e.to_string())? + "\n"
+        }
+        Output::Yaml => serde_yaml::to_string(&allocation).map_err(|e| e.to_string())?,
+        Output::Table => table(group, &allocation),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn pick_group<'a>(
+    loaded: &'a Loaded,
+    wanted: Option<&str>,
+) -> Result<(&'a str, &'a ConsumerGroup), String> {
+    let names = || {
+        loaded
+            .groups
+            .iter()
+            .map(|(_, g)| g.name_any())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match wanted {
+        Some(name) => loaded
+            .groups
+            .iter()
+            .find(|(_, g)| g.name_any() == name)
+            .map(|(f, g)| (f.as_str(), g))
+            .ok_or_else(|| format!("--group {name}: no such ConsumerGroup (found: {})", names())),
+        None => match loaded.groups.as_slice() {
+            [] => Err("no ConsumerGroup in the input files".into()),
+            [(f, g)] => Ok((f.as_str(), g)),
+            _ => Err(format!(
+                "several ConsumerGroups ({}): choose one with --group",
+                names()
+            )),
+        },
+    }
+}
+
+fn consumers(args: &PlanArgs, group: &str) -> Result<Vec<ConsumerInput>, String> {
+    if let Some(n) = args.replicas {
+        return Ok((0..n)
+            .map(|i| ConsumerInput::new(format!("{group}-{i}")))
+            .collect());
+    }
+    if args.consumers.is_empty() {
+        return Err("no consumers: give --consumers ID[=ZONE],... or --replicas N".into());
+    }
+    args.consumers
+        .iter()
+        .map(|c| {
+            let (id, zone) = match c.split_once('=') {
+                Some((id, zone)) => (id.trim(), Some(zone.trim().to_string())),
+                None => (c.trim(), None),
+            };
+            if id.is_empty() {
+                return Err(format!("--consumers {c:?}: empty consumer id"));
+            }
+            Ok(ConsumerInput {
+                id: id.to_string(),
+                zone: zone.filter(|z| !z.is_empty()),
+            })
+        })
+        .collect()
+}
+
+fn read_previous(path: &str) -> Result<Allocation, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{path}: malformed YAML/JSON: {e}"))?;
+    let status = match value.get("kind").and_then(|k| k.as_str()) {
+        Some("ConsumerGroup") => value.get("status").cloned().unwrap_or_default(),
+        _ => value,
+    };
+    serde_path_to_error::deserialize(status)
+        .map_err(|e| format!("{path}: {}: {}", e.path(), e.inner()))
+}
+
+fn table(group: &ConsumerGroup, a: &Allocation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ConsumerGroup {} ({:?}, {:?}): {} consumers, {} queues, {} topic(s)",
+        group.name_any(),
+        group.spec.strategy,
+        group.spec.message_model,
+        a.consumers,
+        a.queues,
+        group.spec.topics.len()
+    );
+    out.push('\n');
+    let rows: Vec<[String; 3]> = a
+        .assignments
+        .iter()
+        .map(|c| {
+            let count: u64 = c
+                .queues
+                .iter()
+                .map(|q| {
+                    crate::assign::ranges::parse_ranges(&q.queue_ids)
+                        .map(|r| crate::assign::ranges::count_ids(&r))
+                        .unwrap_or(0)
+                })
+                .sum();
+            let list = if c.queues.is_empty() {
+                "-".to_string()
+            } else {
+                c.queues
+                    .iter()
+                    .map(|q| format!("{}/{}:{}", q.topic, q.broker, q.queue_ids))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            [c.consumer.clone(), count.to_string(), list]
+        })
+        .collect();
+    write_table(&mut out, ["CONSUMER", "QUEUES", "ASSIGNED"], &rows);
+    if !a.unassigned_queues.is_empty() {
+        let list: Vec<String> = a
+            .unassigned_queues
+            .iter()
+            .map(|q| format!("{}/{}:{}", q.topic, q.broker, q.queue_ids))
+            .collect();
+        let _ = writeln!(out, "\nUNASSIGNED: {}", list.join(" "));
+    }
+    if a.moved_queues > 0 {
+        let _ = writeln!(out, "\nMOVED: {} queues changed owner", a.moved_queues);
+    }
+    let producer_rows: Vec<[String; 3]> = a
+        .producers
+        .iter()
+        .flat_map(|p| {
+            p.brokers.iter().map(|b| {
+                [
+                    format!("{}/{}", p.topic, b.broker),
+                    b.queue_ids.clone(),
+                    b.share.clone(),
+                ]
+            })
+        })
+        .collect();
+    if !producer_rows.is_empty() {
+        out.push('\n');
+        write_table(
+            &mut out,
+            ["PRODUCER ROUTE", "QUEUES", "SHARE"],
+            &producer_rows,
+        );
+    }
+    let mut warnings: Vec<String> = idle_summary(a).into_iter().collect();
+    // With one topic the per-topic idle warning repeats the summary line.
+    let single_topic = group.spec.topics.len() == 1;
+    warnings.extend(
+        a.warnings
+            .iter()
+            .filter(|w| !(single_topic && w.contains(" on topic ") && w.ends_with(" idle")))
+            .cloned(),
+    );
+    if !warnings.is_empty() {
+        out.push('\n');
+        for w in warnings {
+            let _ = writeln!(out, "WARNING: {w}");
+        }
+    }
+    out
+}
+
+fn write_table(out: &mut String, header: [&str; 3], rows: &[[String; 3]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{:<w0$}  {:<w1$}  {}",
+        header[0],
+        header[1],
+        header[2],
+        w0 = widths[0],
+        w1 = widths[1]
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            w0 = widths[0],
+            w1 = widths[1]
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! rebalancer: assigns Apache RocketMQ queues to consumers, in Kubernetes and offline.
+
+pub mod api;
+pub mod assign;
+pub mod cli;
+pub mod plan;

@@ -1,0 +1,88 @@
+//! From API objects to an [`Allocation`]: the one code path shared by `rebalancer plan` and the
+//! operator, so that `plan -o json` prints exactly what the operator writes to the status.
+
+mod input;
+mod output;
+
+pub use input::{consumer_strategy, previous_owners, topic_input};
+pub use output::{allocation_from, idle_summary};
+
+use crate::api::validation::{Violation, validate_group, validate_topic};
+use crate::api::{Allocation, ConsumerGroupSpec, MessageModel, Topic};
+use crate::assign::{self, AssignError, ConsumerInput, GroupInput};
+
+/// Why a group could not be planned. Variant names become Kubernetes Event reasons.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The spec of the group or of one of its topics breaks a rule.
+    #[error("{}", join(.0))]
+    InvalidSpec(Vec<Violation>),
+    /// A subscribed topic does not exist.
+    #[error("topic {0} not found")]
+    TopicNotFound(String),
+    /// The engine refused (no queues, no consumers, unknown zone, ...).
+    #[error(transparent)]
+    AllocationFailed(#[from] AssignError),
+}
+
+impl PlanError {
+    /// The Event reason / condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::InvalidSpec(_) => "InvalidSpec",
+            PlanError::TopicNotFound(_) => "TopicNotFound",
+            PlanError::AllocationFailed(_) => "AllocationFailed",
+        }
+    }
+}
+
+fn join(v: &[Violation]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Plans one group. `lookup` finds a subscribed `Topic` object by name; `previous` is the
+/// allocation in force (for `Sticky` and the moved-queue count).
+pub fn plan_group<'t>(
+    spec: &ConsumerGroupSpec,
+    require_consumers: bool,
+    lookup: impl Fn(&str) -> Option<&'t Topic>,
+    consumers: &[ConsumerInput],
+    previous: Option<&Allocation>,
+) -> Result<Allocation, PlanError> {
+    let violations = validate_group(spec, require_consumers);
+    if !violations.is_empty() {
+        return Err(PlanError::InvalidSpec(violations));
+    }
+    let mut topics = Vec::with_capacity(spec.topics.len());
+    for name in &spec.topics {
+        let topic = lookup(name).ok_or_else(|| PlanError::TopicNotFound(name.clone()))?;
+        let violations: Vec<Violation> = validate_topic(&topic.spec)
+            .into_iter()
+            .map(|v| Violation {
+                field: format!("Topic {name}: {}", v.field),
+                message: v.message,
+            })
+            .collect();
+        if !violations.is_empty() {
+            return Err(PlanError::InvalidSpec(violations));
+        }
+        topics.push(topic_input(topic));
+    }
+    let strategy = consumer_strategy(spec).map_err(PlanError::InvalidSpec)?;
+    let previous = previous.map(previous_owners);
+    let model = match spec.message_model {
+        MessageModel::Clustering => assign::MessageModel::Clustering,
+        MessageModel::Broadcasting => assign::MessageModel::Broadcasting,
+    };
+    let assignment = assign::allocate(&GroupInput {
+        topics: &topics,
+        consumers,
+        strategy: &strategy,
+        model,
+        previous: previous.as_deref(),
+    })?;
+    Ok(allocation_from(&assignment, &topics))
+}

@@ -1,0 +1,225 @@
+//! `rebalancer plan` end to end, through the real binary.
+
+use std::io::Write;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const TOPIC: &str = "apiVersion: rebalancer.dev/v1alpha1
+kind: Topic
+metadata: {name: orders}
+spec:
+  brokers:
+  - {name: broker-a, readQueues: 4, writeQueues: 4}
+  - {name: broker-b, readQueues: 4, writeQueues: 8}
+";
+
+fn group(strategy: &str) -> String {
+    format!(
+        "apiVersion: rebalancer.dev/v1alpha1\nkind: ConsumerGroup\nmetadata: {{name: cg}}\nspec:\n  topics: [orders]\n  strategy: {strategy}\n"
+    )
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn plan(args: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("rebalancer")
+        .unwrap()
+        .arg("plan")
+        .args(args)
+        .assert()
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = plan(args).success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn quickstart() -> String {
+    format!(
+        "{}/deploy/examples/quickstart.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn quickstart_table_lists_every_consumer() {
+    let out = plan(&["-f", &quickstart(), "--replicas", "5"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for i in 0..5 {
+        assert!(text.contains(&format!("orders-consumer-{i} ")), "{text}");
+    }
+    assert!(!text.contains("WARNING"), "{text}");
+}
+
+#[test]
+fn idle_consumers_get_a_warning_line() {
+    let f = file(&format!("{TOPIC}---\n{}", group("Averagely")));
+    let out = plan(&["-f", f.path().to_str().unwrap(), "--replicas", "10"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("WARNING: 10 consumers, 8 queues: 2 consumers will be idle"),
+        "{text}"
+    );
+    assert!(text.contains("writeQueues 8 > readQueues 4"), "{text}");
+}
+
+#[test]
+fn json_is_the_status_shape_in_java_order() {
+    let f = file(&format!("{TOPIC}---\n{}", group("Averagely")));
+    let v = json(&[
+        "-f",
+        f.path().to_str().unwrap(),
+        "--consumers",
+        "c-2,c-10,c-1",
+        "-o",
+        "json",
+    ]);
+    let ids: Vec<&str> = v["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["consumer"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c-1", "c-10", "c-2"]);
+    assert_eq!(v["assignments"][0]["queues"][0]["queueIds"], "0-2");
+    assert_eq!(v["assignments"][0]["queues"][0]["broker"], "broker-a");
+    for key in [
+        "idleConsumers",
+        "unassignedQueues",
+        "movedQueues",
+        "warnings",
+        "producers",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["producers"][0]["brokers"][1]["share"], "66.67%");
+}
+
+#[test]
+fn stdin_and_yaml_output() {
+    let out = Command::cargo_bin("rebalancer")
+        .unwrap()
+        .args(["plan", "-f", "-", "--replicas", "2", "-o", "yaml"])
+        .write_stdin(format!("{TOPIC}---\n{}", group("AveragelyByCircle")))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_yaml::Value = serde_yaml::from_slice(&out).unwrap();
+    assert_eq!(
+        v["assignments"][0]["queues"][0]["queueIds"].as_str(),
+        Some("0,2")
+    );
+}
+
+#[test]
+fn sticky_with_previous_moves_only_the_new_share() {
+    let f = file(&format!("{TOPIC}---\n{}", group("Sticky")));
+    let path = f.path().to_str().unwrap();
+    let before = json(&["-f", path, "--replicas", "2", "-o", "json"]);
+    let prev = file(&serde_json::to_string(&before).unwrap());
+    let after = json(&[
+        "-f",
+        path,
+        "--replicas",
+        "3",
+        "-o",
+        "json",
+        "--previous",
+        prev.path().to_str().unwrap(),
+    ]);
+    // 8 queues, 2 -> 3 consumers: the newcomer takes 2 (⌊8/3⌋), nothing else moves.
+    assert_eq!(after["movedQueues"], 2);
+    let newcomer = &after["assignments"][2];
+    assert_eq!(newcomer["consumer"], "cg-2");
+}
+
+fn error_of(text: &str, args: &[&str]) -> String {
+    let f = file(text);
+    let mut all = vec!["-f", f.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = plan(&all).failure().code(1).get_output().stderr.clone();
+    let err = String::from_utf8(out).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let negative = TOPIC.replace(
+        "readQueues: 4, writeQueues: 4",
+        "readQueues: -4, writeQueues: 4",
+    );
+    let e = error_of(
+        &format!("{negative}---\n{}", group("Averagely")),
+        &["--replicas", "2"],
+    );
+    assert!(e.contains("spec.brokers[0].readQueues"), "{e}");
+
+    let e = error_of(&group("Averagely"), &["--replicas", "2"]);
+    assert!(e.contains("topic orders not found"), "{e}");
+
+    let e = error_of(
+        &format!("{TOPIC}---\n{}", group("Averagely")),
+        &["--consumers", "a,b,a"],
+    );
+    assert!(e.contains("\"a\" appears more than once"), "{e}");
+
+    let e = error_of("kind: Topic\n  bad: [", &["--replicas", "1"]);
+    assert!(e.contains("malformed YAML"), "{e}");
+
+    let e = error_of(
+        &format!("{TOPIC}---\n{}", group("Bogus")),
+        &["--replicas", "1"],
+    );
+    assert!(e.contains("spec.strategy"), "{e}");
+
+    let e = error_of(
+        &format!("{TOPIC}---\n{}", group("ByMachineRoom")),
+        &["--replicas", "1"],
+    );
+    assert!(e.contains("spec.machineRoom: required"), "{e}");
+
+    let e = error_of(
+        &format!("{TOPIC}---\n{}", group("MachineRoomNearby")),
+        &["--consumers", "a=az1,b"],
+    );
+    assert!(e.contains("machine room of broker broker-a"), "{e}");
+}
+
+#[test]
+fn nearby_uses_consumer_zones_from_the_command_line() {
+    let topic = TOPIC
+        .replace("{name: broker-a,", "{name: broker-a, zone: az1,")
+        .replace("{name: broker-b,", "{name: broker-b, zone: az2,");
+    let f = file(&format!("{topic}---\n{}", group("MachineRoomNearby")));
+    let v = json(&[
+        "-f",
+        f.path().to_str().unwrap(),
+        "--consumers",
+        "x=az1,y=az2",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v["assignments"][0]["queues"][0]["broker"], "broker-a");
+    assert_eq!(v["assignments"][0]["queues"].as_array().unwrap().len(), 1);
+    assert_eq!(v["assignments"][1]["queues"][0]["broker"], "broker-b");
+}

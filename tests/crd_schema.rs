@@ -1,0 +1,212 @@
+//! The CRD schemas must be structural, and their CEL rules must compile, stay within the cost
+//! budget, and agree with the controller's own re-check (`api::validation`) on every combination
+//! of strategy and parameter blocks.
+
+use kube::CustomResourceExt;
+use kube::core::cel::{ScopeContext, Validator, WarningKind, analyze_rule, compile_schema};
+use rebalancer::api::validation::validate_group;
+use rebalancer::api::{ConsumerGroup, ConsumerGroupSpec, Topic};
+use serde_json::{Value, json};
+
+fn schema_of(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Walks a schema and calls `f(path, node)` on every sub-schema.
+fn walk(path: &str, node: &Value, f: &mut impl FnMut(&str, &Value)) {
+    f(path, node);
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            walk(&format!("{path}.{k}"), v, f);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(v) = node.get(key).filter(|v| v.is_object()) {
+            walk(&format!("{path}[{key}]"), v, f);
+        }
+    }
+}
+
+#[test]
+fn schemas_are_structural() {
+    for crd in [Topic::crd(), ConsumerGroup::crd()] {
+        let schema = schema_of(&crd);
+        walk("", &schema, &mut |path, node| {
+            for forbidden in [
+                "$ref",
+                "anyOf",
+                "oneOf",
+                "allOf",
+                "not",
+                "definitions",
+                "$defs",
+            ] {
+                assert!(
+                    node.get(forbidden).is_none(),
+                    "{path}: {forbidden} is not structural"
+                );
+            }
+            let preserves = node.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true))
+                || node.get("x-kubernetes-int-or-string") == Some(&json!(true));
+            assert!(preserves || node.get("type").is_some(), "{path}: no type");
+        });
+        assert!(
+            crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .unwrap()
+                .status
+                .is_some()
+        );
+    }
+}
+
+#[test]
+fn cel_rules_compile_in_scope_and_within_budget() {
+    for crd in [Topic::crd(), ConsumerGroup::crd()] {
+        let schema = schema_of(&crd);
+        let compiled = compile_schema(&schema);
+        assert!(
+            !compiled.has_errors(),
+            "{:?}",
+            compiled.compilation_errors()
+        );
+        let mut rules = 0;
+        walk("", &schema, &mut |path, node| {
+            for rule in node
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                rules += 1;
+                let text = rule["rule"].as_str().unwrap();
+                // Fields the 1.26 API server does not know would be rejected by strict validation.
+                for key in rule.as_object().unwrap().keys() {
+                    assert!(
+                        ["rule", "message"].contains(&key.as_str()),
+                        "{path}: {key} needs a newer API server"
+                    );
+                }
+                let sub = compile_schema(node);
+                for w in analyze_rule(text, &sub, ScopeContext::CrdValidation) {
+                    assert!(
+                        !matches!(w.kind, WarningKind::WrongScope | WarningKind::CostExceeded),
+                        "{path}: {text}: {}",
+                        w.message
+                    );
+                }
+            }
+        });
+        if crd.spec.names.kind == "ConsumerGroup" {
+            assert_eq!(rules, 5);
+        }
+    }
+}
+
+fn spec(extra: Value) -> Value {
+    let mut spec = json!({
+        "topics": ["orders"],
+        "consumers": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "c"}}
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    spec
+}
+
+fn object(spec: Value) -> Value {
+    json!({"apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": "g"}, "spec": spec})
+}
+
+#[test]
+fn cel_and_the_controller_agree_on_every_combination() {
+    let schema = schema_of(&ConsumerGroup::crd());
+    let validator = Validator::new();
+    let strategies = [
+        "Averagely",
+        "AveragelyByCircle",
+        "ConsistentHash",
+        "ByMachineRoom",
+        "MachineRoomNearby",
+        "ByConfig",
+        "Sticky",
+    ];
+    let blocks = [
+        ("consistentHash", json!({"virtualNodes": 5})),
+        ("machineRoom", json!({"consumeZones": ["az1"]})),
+        ("nearby", json!({"innerStrategy": "ConsistentHash"})),
+        (
+            "byConfig",
+            json!({"c-0": [{"topic": "orders", "broker": "a", "queueIds": "0-3"}]}),
+        ),
+    ];
+    let mut accepted = 0;
+    for strategy in strategies {
+        for mask in 0..(1 << blocks.len()) {
+            let mut extra = json!({"strategy": strategy});
+            for (i, (key, value)) in blocks.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    extra[*key] = value.clone();
+                }
+            }
+            let value = spec(extra);
+            let cel_ok = validator
+                .validate(&schema, &object(value.clone()), None)
+                .is_ok();
+            let parsed: ConsumerGroupSpec = serde_json::from_value(value.clone()).unwrap();
+            let rust_ok = validate_group(&parsed, true).is_empty();
+            assert_eq!(
+                cel_ok, rust_ok,
+                "CEL and validate_group disagree on {value}"
+            );
+            accepted += usize::from(cel_ok);
+        }
+    }
+    // Each strategy has at least one valid form; most combinations are invalid.
+    assert!((7..40).contains(&accepted), "{accepted}");
+}
+
+#[test]
+fn consumers_need_exactly_one_source() {
+    let schema = schema_of(&ConsumerGroup::crd());
+    let validator = Validator::new();
+    let both = spec(
+        json!({"consumers": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "c"}, "selector": {"matchLabels": {"a": "b"}}}}),
+    );
+    let neither = spec(json!({"consumers": {}}));
+    for bad in [both, neither] {
+        let err = validator
+            .validate(&schema, &object(bad.clone()), None)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("exactly one of workloadRef or selector"),
+            "{err}"
+        );
+        let parsed: ConsumerGroupSpec = serde_json::from_value(bad).unwrap();
+        assert!(!validate_group(&parsed, true).is_empty());
+    }
+}
+
+#[test]
+fn topic_brokers_are_a_map_keyed_by_name() {
+    let schema = schema_of(&Topic::crd());
+    let brokers = &schema["properties"]["spec"]["properties"]["brokers"];
+    assert_eq!(brokers["x-kubernetes-list-type"], "map");
+    assert_eq!(brokers["x-kubernetes-list-map-keys"], json!(["name"]));
+    assert_eq!(brokers["maxItems"], json!(256));
+    let read = &brokers["items"]["properties"]["readQueues"];
+    assert_eq!(read["maximum"].as_f64(), Some(4096.0));
+}
