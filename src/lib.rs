@@ -3,4 +3,5 @@
 pub mod api;
 pub mod assign;
 pub mod cli;
+pub mod controller;
 pub mod plan;

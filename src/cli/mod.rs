@@ -3,6 +3,7 @@
 pub mod crds;
 pub mod load;
 pub mod plan;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the operator.
+    Run(run::RunArgs),
     /// Compute a group's assignment offline from Topic and ConsumerGroup YAML files.
     Plan(plan::PlanArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind with --out-dir).
@@ -28,6 +31,7 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Crds(args) => crds::run(&args),
     };

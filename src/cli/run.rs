@@ -1,0 +1,88 @@
+//! `rebalancer run`: the operator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::controller::{Settings, leader::LeaseLock};
+
+/// Log output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `rebalancer run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Namespace to watch (repeatable). Default: all namespaces.
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Hold a coordination.k8s.io Lease and write only while holding it.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "rebalancer-leader")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration: u64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Starts the operator and blocks until it is asked to stop.
+pub fn run(args: &RunArgs) -> Result<(), String> {
+    init_logging(args.log_format);
+    let instance = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty());
+    let lease = if args.leader_elect {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or("--leader-elect needs --lease-namespace or $POD_NAMESPACE")?;
+        let identity = instance
+            .clone()
+            .unwrap_or_else(|| format!("rebalancer-{}", std::process::id()));
+        let duration = Duration::from_secs(args.lease_duration.max(2));
+        Some(LeaseLock {
+            name: args.lease_name.clone(),
+            namespace,
+            identity,
+            duration,
+            renew_every: duration / 3,
+        })
+    } else {
+        None
+    };
+    let settings = Settings {
+        namespaces: args.namespaces.clone(),
+        lease,
+        metrics_addr: args.metrics_addr,
+        instance,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(crate::controller::run(settings))
+}

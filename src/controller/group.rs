@@ -1,0 +1,521 @@
+//! The ConsumerGroup reconciler: fetch (topics, workload scale, pods) → validate → plan with the
+//! engine → write status and pod annotations, only where something changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::conditions::{self, Desired};
+use super::consumers::{self, GROUP_LABEL, Resolved};
+use super::context::{Context, FIELD_MANAGER};
+use super::error::Error;
+use crate::api::validation::validate_group;
+use crate::api::{
+    Allocation, ConsumerAssignment, ConsumerGroup, ConsumerGroupStatus, MessageModel, StrategyName,
+    Topic,
+};
+use crate::assign::ConsumerInput;
+use crate::plan::{PlanError, plan_group};
+
+/// Condition type: the group's assignment is current.
+pub const READY: &str = "Ready";
+/// Condition type: more consumers than queues.
+pub const IDLE: &str = "IdleConsumers";
+/// Condition type: `assignments` left out of the status because of its size.
+pub const TRUNCATED: &str = "StatusTruncated";
+
+/// How often a group is re-planned without any event (drift safety net).
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reconciles one ConsumerGroup.
+pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let kind = super::metrics::Metrics::kind("ConsumerGroup");
+    ctx.metrics.reconciles.get_or_create(&kind).inc();
+    let result = reconcile_inner(&group, &ctx).await;
+    ctx.metrics
+        .duration
+        .get_or_create(&kind)
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        ctx.metrics
+            .errors
+            .get_or_create(&super::metrics::ErrorLabels {
+                kind: "ConsumerGroup".into(),
+                reason: e.metric_label().into(),
+            })
+            .inc();
+    }
+    result
+}
+
+async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
+    if !ctx.leadership.is_leader() {
+        // Followers keep their caches warm but never write.
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+    let namespace = group.namespace().ok_or(Error::NoNamespace)?;
+    let name = group.name_any();
+    let current = group.status.clone().unwrap_or_default();
+
+    let violations = validate_group(&group.spec, true);
+    if !violations.is_empty() {
+        fail(
+            group,
+            ctx,
+            &current,
+            PlanError::InvalidSpec(violations),
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    // Topics.
+    let topics_api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut topics = Vec::with_capacity(group.spec.topics.len());
+    for topic in &group.spec.topics {
+        match topics_api.get_opt(topic).await? {
+            Some(t) => topics.push(t),
+            None => {
+                fail(
+                    group,
+                    ctx,
+                    &current,
+                    PlanError::TopicNotFound(topic.clone()),
+                    None,
+                )
+                .await?;
+                return Ok(Action::requeue(RESYNC));
+            }
+        }
+    }
+
+    // Consumers.
+    let spec_consumers = group.spec.consumers.clone().unwrap_or_default();
+    let resolved = match consumers::resolve(&ctx.client, &namespace, &spec_consumers).await {
+        Ok(r) => r,
+        Err(Error::Workload(what, why)) => {
+            let err = PlanError::InvalidSpec(vec![crate::api::validation::Violation {
+                field: "spec.consumers".into(),
+                message: format!("{what}: {why}"),
+            }]);
+            fail(group, ctx, &current, err, None).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+        Err(e) => return Err(e),
+    };
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods = consumers::list_pods(&pods_api, &resolved.selector).await?;
+    let need_zones = group.spec.strategy == StrategyName::MachineRoomNearby
+        && group.spec.message_model == MessageModel::Clustering;
+    let consumer_inputs = consumers::consumers(&ctx.client, &pods, need_zones).await?;
+
+    // Plan.
+    let lookup = |n: &str| topics.iter().find(|t| t.name_any() == n);
+    let previous = previous_allocation(&current, &pods, &name);
+    let planned =
+        if consumer_inputs.is_empty() && group.spec.message_model == MessageModel::Clustering {
+            // Nobody to assign to (yet): not an error, the group is simply empty.
+            Ok(empty_allocation(&topics))
+        } else {
+            plan_group(
+                &group.spec,
+                true,
+                lookup,
+                &consumer_inputs,
+                previous.as_ref(),
+            )
+        };
+    let allocation = match planned {
+        Ok(a) => a,
+        Err(e) => {
+            fail(group, ctx, &current, e, Some(&resolved)).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
+
+    let per_topic = readable_queues(&topics);
+    let (status, rebalanced) = build_status(
+        group,
+        &current,
+        allocation,
+        &per_topic,
+        &resolved,
+        &consumer_inputs,
+        ctx.status_budget,
+    );
+    let metrics_labels = super::metrics::Metrics::group(&namespace, &name);
+    ctx.metrics
+        .idle_consumers
+        .get_or_create(&metrics_labels)
+        .set(i64::from(status.allocation.idle));
+
+    // Pods first: consumers read their annotation, the status is a report.
+    annotate_pods(
+        ctx,
+        &pods_api,
+        &pods,
+        &name,
+        &status.allocation.assignments,
+        &consumer_inputs,
+    )
+    .await?;
+
+    if status != current {
+        write_status(ctx, &namespace, &name, &status).await?;
+    }
+    if rebalanced {
+        ctx.metrics
+            .queues_moved
+            .get_or_create(&metrics_labels)
+            .inc_by(status.allocation.moved_queues);
+    }
+    emit_transitions(group, ctx, &current, &status, rebalanced).await;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Readable queues per topic (RocketMQ name), in subscription order.
+fn readable_queues(topics: &[Topic]) -> Vec<(String, u64)> {
+    topics
+        .iter()
+        .map(|t| {
+            let input = crate::plan::topic_input(t);
+            let queues = input
+                .brokers
+                .iter()
+                .filter(|b| b.permission.readable())
+                .map(|b| u64::from(b.read_queues))
+                .sum();
+            (input.name, queues)
+        })
+        .collect()
+}
+
+/// An allocation with no consumers: every queue unassigned, counts filled in.
+fn empty_allocation(topics: &[Topic]) -> Allocation {
+    Allocation {
+        queues: readable_queues(topics).iter().map(|(_, q)| *q as u32).sum(),
+        warnings: vec!["no ready consumer pods".into()],
+        ..Allocation::default()
+    }
+}
+
+/// The allocation in force: the status, or, when the status had to leave `assignments` out,
+/// the pods' own annotations.
+fn previous_allocation(
+    current: &ConsumerGroupStatus,
+    pods: &[Pod],
+    group: &str,
+) -> Option<Allocation> {
+    if !current.assignments_truncated {
+        return (!current.allocation.assignments.is_empty()).then(|| current.allocation.clone());
+    }
+    let assignments = pods
+        .iter()
+        .filter(|p| p.labels().get(GROUP_LABEL).map(String::as_str) == Some(group))
+        .filter_map(|p| {
+            let queues = p.annotations().get(consumers::QUEUES_ANNOTATION)?;
+            Some(ConsumerAssignment {
+                consumer: p.name_any(),
+                queues: serde_json::from_str(queues).ok()?,
+            })
+        })
+        .collect();
+    Some(Allocation {
+        assignments,
+        ..Allocation::default()
+    })
+}
+
+/// The status to write, and whether the assignment changed.
+fn build_status(
+    group: &ConsumerGroup,
+    current: &ConsumerGroupStatus,
+    mut allocation: Allocation,
+    per_topic: &[(String, u64)],
+    resolved: &Resolved,
+    consumers: &[ConsumerInput],
+    budget: usize,
+) -> (ConsumerGroupStatus, bool) {
+    let now = Timestamp::now();
+    let before = previous_assignments(current);
+    let rebalanced = before.as_ref() != Some(&allocation.assignments);
+    if !rebalanced {
+        // Same assignment: keep the numbers of the last rebalance instead of resetting them.
+        allocation.moved_queues = current.allocation.moved_queues;
+    }
+
+    let mut desired = vec![Desired::new(
+        READY,
+        true,
+        "Rebalanced",
+        format!(
+            "{} consumers, {} queues",
+            allocation.consumers, allocation.queues
+        ),
+    )];
+    desired.push(idle_condition(
+        group,
+        per_topic,
+        resolved.desired_replicas,
+        consumers.len(),
+    ));
+
+    let mut status = ConsumerGroupStatus {
+        observed_generation: group.meta().generation,
+        desired_replicas: resolved.desired_replicas,
+        allocation,
+        assignments_truncated: false,
+        last_rebalance_time: if rebalanced {
+            Some(Time(now))
+        } else {
+            current.last_rebalance_time.clone()
+        },
+        conditions: Vec::new(),
+    };
+    let size = serde_json::to_vec(&status)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > budget {
+        status.allocation.assignments.clear();
+        status.assignments_truncated = true;
+        desired.push(Desired::new(
+            TRUNCATED,
+            true,
+            "StatusTooLarge",
+            format!(
+                "the assignment takes {size} bytes, more than the {budget}-byte budget: it is left out of the status; each pod's rebalancer.dev/queues annotation holds its queues"
+            ),
+        ));
+    } else if conditions::find(&current.conditions, TRUNCATED).is_some() {
+        desired.push(Desired::new(
+            TRUNCATED,
+            false,
+            "StatusFits",
+            "the assignment fits in the status",
+        ));
+    }
+    status.conditions =
+        conditions::merge(&current.conditions, &desired, group.meta().generation, now);
+    (status, rebalanced)
+}
+
+fn previous_assignments(current: &ConsumerGroupStatus) -> Option<Vec<ConsumerAssignment>> {
+    (!current.assignments_truncated && current.last_rebalance_time.is_some())
+        .then(|| current.allocation.assignments.clone())
+}
+
+/// `IdleConsumers`: desired replicas or ready consumers exceed a topic's readable queues.
+fn idle_condition(
+    group: &ConsumerGroup,
+    per_topic: &[(String, u64)],
+    desired_replicas: Option<i32>,
+    ready: usize,
+) -> Desired {
+    if group.spec.message_model == MessageModel::Broadcasting {
+        return Desired::new(
+            IDLE,
+            false,
+            "Broadcasting",
+            "every consumer reads every queue",
+        );
+    }
+    let replicas = desired_replicas.map_or(0, |r| r.max(0) as u64);
+    let ready = ready as u64;
+    let (count, noun) = if replicas >= ready && desired_replicas.is_some() {
+        (replicas, "replicas")
+    } else {
+        (ready, "consumers")
+    };
+    let mut messages = Vec::new();
+    for (topic, queues) in per_topic {
+        if count > *queues {
+            messages.push(format!(
+                "{count} {noun}, {queues} queues on topic {topic}: {} consumers idle",
+                count - queues
+            ));
+        }
+    }
+    if messages.is_empty() {
+        Desired::new(
+            IDLE,
+            false,
+            "Balanced",
+            "every consumer owns at least one queue of each topic",
+        )
+    } else {
+        Desired::new(IDLE, true, "MoreConsumersThanQueues", messages.join("; "))
+    }
+}
+
+async fn annotate_pods(
+    ctx: &Context,
+    api: &Api<Pod>,
+    pods: &[Pod],
+    group: &str,
+    assignments: &[ConsumerAssignment],
+    consumers: &[ConsumerInput],
+) -> Result<(), Error> {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let assigned: std::collections::HashMap<&str, &ConsumerAssignment> = assignments
+        .iter()
+        .map(|a| (a.consumer.as_str(), a))
+        .collect();
+    for pod in pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = pod.name_any();
+        let is_member = consumers.iter().any(|c| c.id == name);
+        let patch = if is_member {
+            let value = assigned
+                .get(name.as_str())
+                .map_or_else(|| "[]".to_string(), |a| consumers::annotation_value(a));
+            if consumers::has_membership(pod, group, &value) {
+                continue;
+            }
+            consumers::member_patch(group, &value)
+        } else if pod.labels().get(GROUP_LABEL).map(String::as_str) == Some(group) {
+            consumers::leaver_patch()
+        } else {
+            continue;
+        };
+        if !ctx.leadership.is_leader() {
+            return Ok(());
+        }
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            // The pod went away between list and patch: nothing to annotate.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Pods that carry our label but no longer match the selector.
+    let selector = format!("{GROUP_LABEL}={group}");
+    let labelled = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    for pod in labelled.items {
+        let name = pod.name_any();
+        if pods.iter().any(|p| p.name_any() == name) || !ctx.leadership.is_leader() {
+            continue;
+        }
+        match api
+            .patch(&name, &params, &Patch::Merge(&consumers::leaver_patch()))
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &ConsumerGroupStatus,
+) -> Result<(), Error> {
+    if !ctx.leadership.is_leader() {
+        return Ok(());
+    }
+    let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), namespace);
+    let body = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "ConsumerGroup",
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await?;
+    Ok(())
+}
+
+/// Failure: `Ready=False` with the error's reason, everything else (assignments, annotations)
+/// left as it was.
+async fn fail(
+    group: &ConsumerGroup,
+    ctx: &Context,
+    current: &ConsumerGroupStatus,
+    error: PlanError,
+    resolved: Option<&Resolved>,
+) -> Result<(), Error> {
+    let reason = error.reason();
+    let message = error.to_string();
+    tracing::warn!(group = %group.name_any(), reason, %message, "keeping the last good assignment");
+    let now = Timestamp::now();
+    let mut status = current.clone();
+    status.observed_generation = group.meta().generation;
+    if let Some(r) = resolved {
+        status.desired_replicas = r.desired_replicas;
+    }
+    status.conditions = conditions::merge(
+        &current.conditions,
+        &[Desired::new(READY, false, reason, message.clone())],
+        group.meta().generation,
+        now,
+    );
+    if status != *current {
+        let namespace = group.namespace().ok_or(Error::NoNamespace)?;
+        write_status(ctx, &namespace, &group.name_any(), &status).await?;
+    }
+    if conditions::changed(&current.conditions, &status.conditions, READY) {
+        ctx.event(&group.object_ref(&()), true, reason, "Rebalance", message)
+            .await;
+    }
+    Ok(())
+}
+
+async fn emit_transitions(
+    group: &ConsumerGroup,
+    ctx: &Context,
+    before: &ConsumerGroupStatus,
+    after: &ConsumerGroupStatus,
+    rebalanced: bool,
+) {
+    let reference = group.object_ref(&());
+    let a = &after.allocation;
+    if rebalanced {
+        let note = format!(
+            "{} consumers, {} queues, {} moved",
+            a.consumers, a.queues, a.moved_queues
+        );
+        ctx.event(&reference, false, "Rebalanced", "Rebalance", note)
+            .await;
+    }
+    if conditions::changed(&before.conditions, &after.conditions, IDLE)
+        && let Some(c) = conditions::find(&after.conditions, IDLE)
+        && c.status == "True"
+    {
+        ctx.event(&reference, true, IDLE, "Rebalance", c.message.clone())
+            .await;
+        if let Some(w) = group
+            .spec
+            .consumers
+            .as_ref()
+            .and_then(|c| c.workload_ref.as_ref())
+        {
+            let workload = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(w.api_version.clone()),
+                kind: Some(w.kind.clone()),
+                name: Some(w.name.clone()),
+                namespace: group.namespace(),
+                ..Default::default()
+            };
+            ctx.event(&workload, true, IDLE, "Rebalance", c.message.clone())
+                .await;
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Prometheus metrics, served as text on `/metrics`.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels by kind (`Topic` or `ConsumerGroup`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Kind reconciled.
+    pub kind: String,
+}
+
+/// Labels of a failed reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Kind reconciled.
+    pub kind: String,
+    /// Error variant (low cardinality).
+    pub reason: String,
+}
+
+/// Labels of one group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// ConsumerGroup name.
+    pub group: String,
+}
+
+/// All metrics of the operator.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Reconciles started.
+    pub reconciles: Family<KindLabels, Counter>,
+    /// Reconciles that failed.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Reconcile duration.
+    pub duration: Family<KindLabels, Histogram>,
+    /// Idle consumers per group.
+    pub idle_consumers: Family<GroupLabels, Gauge>,
+    /// Queues that changed owner, per group.
+    pub queues_moved: Family<GroupLabels, Counter>,
+    /// 1 while this replica holds the leader lease (or runs without leader election).
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rebalancer");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+        });
+        let idle_consumers = Family::<GroupLabels, Gauge>::default();
+        let queues_moved = Family::<GroupLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles by kind", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration by kind",
+            duration.clone(),
+        );
+        registry.register(
+            "idle_consumers",
+            "Consumers of a group that own no queue",
+            idle_consumers.clone(),
+        );
+        registry.register(
+            "queues_moved",
+            "Queues that changed owner",
+            queues_moved.clone(),
+        );
+        registry.register("leader", "1 when this replica may write", leader.clone());
+        Self {
+            registry: Mutex::new(registry),
+            reconciles,
+            errors,
+            duration,
+            idle_consumers,
+            queues_moved,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    /// Labels of a group.
+    pub fn group(namespace: &str, group: &str) -> GroupLabels {
+        GroupLabels {
+            namespace: namespace.to_string(),
+            group: group.to_string(),
+        }
+    }
+
+    /// Labels of a kind.
+    pub fn kind(kind: &str) -> KindLabels {
+        KindLabels {
+            kind: kind.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_families_with_prefix() {
+        let m = Metrics::default();
+        m.reconciles
+            .get_or_create(&Metrics::kind("ConsumerGroup"))
+            .inc();
+        m.idle_consumers
+            .get_or_create(&Metrics::group("ns", "g"))
+            .set(2);
+        let text = m.encode();
+        assert!(
+            text.contains("rebalancer_reconciles_total{kind=\"ConsumerGroup\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rebalancer_idle_consumers{namespace=\"ns\",group=\"g\"} 2"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! The operator: watches Topics, ConsumerGroups, their pods and workloads, and keeps each
+//! group's assignment in its status and on its pods.
+
+pub mod conditions;
+pub mod consumers;
+pub mod context;
+pub mod error;
+pub mod group;
+pub mod leader;
+pub mod metrics;
+mod server;
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::api::{ConsumerGroup, Topic};
+pub use context::Context;
+pub use error::Error;
+
+/// Settings of `rebalancer run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespaces to watch; empty = all.
+    pub namespaces: Vec<String>,
+    /// Lease to hold, when leader election is on.
+    pub lease: Option<leader::LeaseLock>,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: std::net::SocketAddr,
+    /// This replica's name (Events' reporting instance, lease identity).
+    pub instance: Option<String>,
+}
+
+fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Groups in `namespace` that subscribe to topic `name`.
+fn groups_of_topic(store: &Store<ConsumerGroup>, topic: &Topic) -> Vec<ObjectRef<ConsumerGroup>> {
+    let namespace = topic.namespace();
+    let name = topic.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|g| g.namespace() == namespace && g.spec.topics.contains(&name))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// Groups a pod may belong to: ours by label, or any group of its namespace whose selector
+/// matches it (workload groups are matched on the next reconcile, so they are all triggered).
+fn groups_of_pod(store: &Store<ConsumerGroup>, pod: &Pod) -> Vec<ObjectRef<ConsumerGroup>> {
+    let namespace = pod.namespace();
+    let labels: BTreeMap<String, String> = pod.labels().clone();
+    store
+        .state()
+        .iter()
+        .filter(|g| g.namespace() == namespace)
+        .filter(|g| {
+            if labels.get(consumers::GROUP_LABEL) == Some(&g.name_any()) {
+                return true;
+            }
+            match g.spec.consumers.as_ref() {
+                Some(c) => match &c.selector {
+                    Some(sel) => kube::core::Selector::try_from(sel.clone())
+                        .map(|s| kube::core::SelectorExt::matches(&s, &labels))
+                        .unwrap_or(true),
+                    None => true,
+                },
+                None => false,
+            }
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// Groups whose `workloadRef` names this workload.
+fn groups_of_workload(
+    store: &Store<ConsumerGroup>,
+    kind: &str,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<ConsumerGroup>> {
+    store
+        .state()
+        .iter()
+        .filter(|g| g.namespace() == namespace)
+        .filter(|g| {
+            g.spec
+                .consumers
+                .as_ref()
+                .and_then(|c| c.workload_ref.as_ref())
+                .is_some_and(|w| w.kind == kind && w.name == name)
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controllers for one namespace (or all) until shutdown.
+async fn run_scope(
+    client: Client,
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    gained: watch::Receiver<u64>,
+) {
+    let ns = namespace.as_deref();
+    let groups = Controller::new(
+        scoped::<ConsumerGroup>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = groups.store();
+    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
+    let relead = tokio_stream_from_watch(gained.clone());
+    let group_loop = groups
+        .watches(
+            scoped::<Topic>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            move |t| groups_of_topic(&s1, &t),
+        )
+        .watches(
+            scoped::<Pod>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            move |p| groups_of_pod(&s2, &p),
+        )
+        .watches(
+            scoped::<Deployment>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            move |d| groups_of_workload(&s3, "Deployment", d.namespace(), &d.name_any()),
+        )
+        .watches(
+            scoped::<StatefulSet>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            move |d| groups_of_workload(&s4, "StatefulSet", d.namespace(), &d.name_any()),
+        )
+        .reconcile_all_on(relead)
+        .shutdown_on_signal()
+        .run(group::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "group reconcile");
+            }
+        });
+    let topic_loop = Controller::new(
+        scoped::<Topic>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .reconcile_all_on(tokio_stream_from_watch(gained))
+    .shutdown_on_signal()
+    .run(topic::reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "topic reconcile");
+        }
+    });
+    tokio::join!(group_loop, topic_loop);
+}
+
+/// A stream that yields each time leadership is gained.
+fn tokio_stream_from_watch(
+    mut rx: watch::Receiver<u64>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    async_stream(move |tx| async move {
+        while rx.changed().await.is_ok() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = ()> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<()>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(f(tx));
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `rebalancer run`.
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+    // Fail early, with a hint, when the CRDs are missing.
+    let probe: Api<ConsumerGroup> = Api::all(client.clone());
+    if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
+        let scoped_ok = match settings.namespaces.first() {
+            Some(ns) => Api::<ConsumerGroup>::namespaced(client.clone(), ns)
+                .list(&kube::api::ListParams::default().limit(1))
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !scoped_ok {
+            return Err(format!(
+                "cannot list ConsumerGroups ({e}); are the CRDs installed? kubectl apply -f crds/"
+            ));
+        }
+    }
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (gained_tx, gained_rx) = watch::channel(0u64);
+    let leadership = match &settings.lease {
+        Some(_) => leader::Leadership::follower(),
+        None => leader::Leadership::always(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        leadership.clone(),
+        settings.instance.clone(),
+    ));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = server::serve(
+        settings.metrics_addr,
+        metrics.clone(),
+        leadership.clone(),
+        ready.clone(),
+    );
+    let server = tokio::spawn(server);
+    if let Some(lease) = settings.lease.clone() {
+        tokio::spawn(lease.run(client.clone(), leadership.clone(), gained_tx));
+    }
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let loops = scopes
+        .into_iter()
+        .map(|ns| run_scope(client.clone(), ctx.clone(), ns, gained_rx.clone()));
+    futures::future::join_all(loops).await;
+    server.abort();
+    tracing::info!("shut down");
+    Ok(())
+}
