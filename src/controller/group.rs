@@ -143,13 +143,20 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
     };
 
     let per_topic = readable_queues(&topics);
+    // The full assignment: the status may leave it out (budget), the pods never.
+    let assignments = allocation.assignments.clone();
     let (status, rebalanced) = build_status(
         group,
         &current,
+        previous.as_ref(),
         allocation,
-        &per_topic,
-        &resolved,
-        &consumer_inputs,
+        idle_condition(
+            group,
+            &per_topic,
+            resolved.desired_replicas,
+            consumer_inputs.len(),
+        ),
+        resolved.desired_replicas,
         ctx.status_budget,
     );
     let metrics_labels = super::metrics::Metrics::group(&namespace, &name);
@@ -159,15 +166,7 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
         .set(i64::from(status.allocation.idle));
 
     // Pods first: consumers read their annotation, the status is a report.
-    annotate_pods(
-        ctx,
-        &pods_api,
-        &pods,
-        &name,
-        &status.allocation.assignments,
-        &consumer_inputs,
-    )
-    .await?;
+    annotate_pods(ctx, &pods_api, &pods, &name, &assignments, &consumer_inputs).await?;
 
     if status != current {
         write_status(ctx, &namespace, &name, &status).await?;
@@ -239,15 +238,18 @@ fn previous_allocation(
 fn build_status(
     group: &ConsumerGroup,
     current: &ConsumerGroupStatus,
+    previous: Option<&Allocation>,
     mut allocation: Allocation,
-    per_topic: &[(String, u64)],
-    resolved: &Resolved,
-    consumers: &[ConsumerInput],
+    idle: Desired,
+    desired_replicas: Option<i32>,
     budget: usize,
 ) -> (ConsumerGroupStatus, bool) {
     let now = Timestamp::now();
-    let before = previous_assignments(current);
-    let rebalanced = before.as_ref() != Some(&allocation.assignments);
+    // No assignment in force (`previous` is None) is an empty one once a rebalance happened: an
+    // empty group that stays empty has not rebalanced.
+    let before = previous.map_or(&[][..], |p| p.assignments.as_slice());
+    let rebalanced =
+        current.last_rebalance_time.is_none() || !same_assignment(before, &allocation.assignments);
     if !rebalanced {
         // Same assignment: keep the numbers of the last rebalance instead of resetting them.
         allocation.moved_queues = current.allocation.moved_queues;
@@ -262,16 +264,11 @@ fn build_status(
             allocation.consumers, allocation.queues
         ),
     )];
-    desired.push(idle_condition(
-        group,
-        per_topic,
-        resolved.desired_replicas,
-        consumers.len(),
-    ));
+    desired.push(idle);
 
     let mut status = ConsumerGroupStatus {
         observed_generation: group.meta().generation,
-        desired_replicas: resolved.desired_replicas,
+        desired_replicas,
         allocation,
         assignments_truncated: false,
         last_rebalance_time: if rebalanced {
@@ -308,9 +305,20 @@ fn build_status(
     (status, rebalanced)
 }
 
-fn previous_assignments(current: &ConsumerGroupStatus) -> Option<Vec<ConsumerAssignment>> {
-    (!current.assignments_truncated && current.last_rebalance_time.is_some())
-        .then(|| current.allocation.assignments.clone())
+/// Same owners for the same queues, whatever the order of the lists (pod annotations come back
+/// in list order, the status in Java order).
+fn same_assignment(a: &[ConsumerAssignment], b: &[ConsumerAssignment]) -> bool {
+    let key = |list: &[ConsumerAssignment]| -> std::collections::BTreeMap<String, Vec<crate::api::QueueRange>> {
+        list.iter()
+            .filter(|c| !c.queues.is_empty())
+            .map(|c| {
+                let mut q = c.queues.clone();
+                q.sort();
+                (c.consumer.clone(), q)
+            })
+            .collect()
+    };
+    key(a) == key(b) && a.len() == b.len()
 }
 
 /// `IdleConsumers`: desired replicas or ready consumers exceed a topic's readable queues.
