@@ -135,6 +135,28 @@ impl LeaseLock {
         }
     }
 
+    /// Gives the lease up (on shutdown) so that a standby replica takes over at once instead of
+    /// waiting for it to expire.
+    pub async fn release(
+        &self,
+        client: Client,
+        leadership: &Leadership,
+    ) -> Result<(), kube::Error> {
+        leadership.set(false);
+        let api: Api<Lease> = Api::namespaced(client, &self.namespace);
+        if let Some(mut lease) = api.get_opt(&self.name).await? {
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
+                spec.holder_identity = None;
+                spec.lease_duration_seconds = Some(1);
+                api.replace(&self.name, &PostParams::default(), &lease)
+                    .await?;
+                tracing::info!(lease = %self.name, "released the lease");
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps trying to lead until the process ends; updates `leadership` and notifies `gained`
     /// each time this replica becomes the leader.
     pub async fn run(self, client: Client, leadership: Leadership, gained: watch::Sender<u64>) {

@@ -245,9 +245,10 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         ready.clone(),
     );
     let server = tokio::spawn(server);
-    if let Some(lease) = settings.lease.clone() {
-        tokio::spawn(lease.run(client.clone(), leadership.clone(), gained_tx));
-    }
+    let lease_task = settings
+        .lease
+        .clone()
+        .map(|lease| tokio::spawn(lease.run(client.clone(), leadership.clone(), gained_tx)));
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -258,6 +259,13 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         .into_iter()
         .map(|ns| run_scope(client.clone(), ctx.clone(), ns, gained_rx.clone()));
     futures::future::join_all(loops).await;
+    // The controllers stopped on SIGTERM/SIGINT: stop renewing, then hand the lease over.
+    if let (Some(task), Some(lease)) = (lease_task, &settings.lease) {
+        task.abort();
+        if let Err(e) = lease.release(client.clone(), &leadership).await {
+            tracing::warn!(error = %e, "could not release the lease");
+        }
+    }
     server.abort();
     tracing::info!("shut down");
     Ok(())
