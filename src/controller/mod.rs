@@ -8,7 +8,7 @@ pub mod error;
 pub mod group;
 pub mod leader;
 pub mod metrics;
-mod server;
+pub mod server;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -159,6 +159,10 @@ async fn run_scope(
             move |d| groups_of_workload(&s4, "StatefulSet", d.namespace(), &d.name_any()),
         )
         .reconcile_all_on(relead)
+        // A rollout changes many pods within a second: plan once for the burst.
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+        )
         .shutdown_on_signal()
         .run(group::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {

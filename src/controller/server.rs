@@ -11,15 +11,27 @@ use axum::routing::get;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 
-/// Serves until the process ends. Readiness does not depend on leadership: standby replicas
-/// are ready too (they take over when the lease expires).
+/// Binds `addr` and serves until the process ends.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     leadership: Leadership,
     ready: Arc<AtomicBool>,
 ) {
-    let app = Router::new()
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            if let Err(e) = axum::serve(listener, router(metrics, leadership, ready)).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, %addr, "cannot bind the metrics address"),
+    }
+}
+
+/// The routes. Readiness does not depend on leadership: standby replicas are ready too (they
+/// take over when the lease expires).
+pub fn router(metrics: Arc<Metrics>, leadership: Leadership, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
         .route(
             "/metrics",
             get(move || {
@@ -50,13 +62,45 @@ pub async fn serve(
                     }
                 }
             }),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness() {
+        let metrics = Arc::new(Metrics::default());
+        metrics
+            .reconciles
+            .get_or_create(&Metrics::kind("Topic"))
+            .inc();
+        let ready = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(metrics, Leadership::follower(), ready.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        ready.store(true, Ordering::SeqCst);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let text = get(addr, "/metrics").await;
+        assert!(
+            text.contains("rebalancer_reconciles_total{kind=\"Topic\"} 1"),
+            "{text}"
         );
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "metrics server stopped");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, %addr, "cannot bind the metrics address"),
+        assert!(text.contains("rebalancer_leader 0"), "{text}");
     }
 }
