@@ -175,7 +175,20 @@ fn bad_input_is_one_clear_line() {
     assert!(e.contains("spec.brokers[0].readQueues"), "{e}");
 
     let e = error_of(&group("Averagely"), &["--replicas", "2"]);
-    assert!(e.contains("topic orders not found"), "{e}");
+    assert!(e.contains("spec.topics: topic orders not found"), "{e}");
+
+    let too_many = TOPIC.replace(
+        "readQueues: 4, writeQueues: 4",
+        "readQueues: 5000, writeQueues: 4",
+    );
+    let e = error_of(
+        &format!("{too_many}---\n{}", group("Averagely")),
+        &["--replicas", "2"],
+    );
+    assert!(
+        e.contains("Topic orders: spec.brokers[0].readQueues: 5000 is more than the maximum 4096"),
+        "{e}"
+    );
 
     let e = error_of(
         &format!("{TOPIC}---\n{}", group("Averagely")),

@@ -712,14 +712,14 @@ async fn missing_topic_keeps_the_last_assignment() {
     server.topic_not_found("orders").await;
     let status = server.apply_status(&group).await["status"].clone();
     let event = server.group_event("Warning", "TopicNotFound").await;
-    assert_eq!(event["note"], "topic orders not found");
+    assert_eq!(event["note"], "spec.topics: topic orders not found");
     let action = server.settle().await.expect("reconcile");
     assert_eq!(action, Action::requeue(RESYNC));
 
     let ready = condition(&status, "Ready");
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "TopicNotFound");
-    assert_eq!(ready["message"], "topic orders not found");
+    assert_eq!(ready["message"], "spec.topics: topic orders not found");
     assert_ne!(ready["lastTransitionTime"], EARLIER);
     // Everything else is the last good state.
     assert_eq!(

@@ -60,6 +60,17 @@ pub fn run(args: &PlanArgs) -> Result<(), String> {
             .map(|(_, t)| t)
             .find(|t| t.name_any() == name && t.namespace() == namespace)
     };
+    // Report a broken Topic against its own file, before the group is planned.
+    for name in &group.spec.topics {
+        if let Some((topic_file, topic)) = loaded
+            .topics
+            .iter()
+            .find(|(_, t)| &t.name_any() == name && t.namespace() == namespace)
+            && let Some(v) = crate::api::validation::validate_topic(&topic.spec).first()
+        {
+            return Err(format!("{topic_file}: Topic {name}: {v}"));
+        }
+    }
     let allocation = plan_group(&group.spec, false, lookup, &consumers, previous.as_ref())
         .map_err(|e| format!("{file}: ConsumerGroup {}: {e}", group.name_any()))?;
     let text = match args.output {

@@ -18,7 +18,7 @@ pub enum PlanError {
     #[error("{}", join(.0))]
     InvalidSpec(Vec<Violation>),
     /// A subscribed topic does not exist.
-    #[error("topic {0} not found")]
+    #[error("spec.topics: topic {0} not found")]
     TopicNotFound(String),
     /// The engine refused (no queues, no consumers, unknown zone, ...).
     #[error(transparent)]
