@@ -36,24 +36,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Reconciles one ConsumerGroup.
 pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let kind = super::metrics::Metrics::kind("ConsumerGroup");
-    ctx.metrics.reconciles.get_or_create(&kind).inc();
-    let result = reconcile_inner(&group, &ctx).await;
     ctx.metrics
-        .duration
-        .get_or_create(&kind)
-        .observe(started.elapsed().as_secs_f64());
-    if let Err(e) = &result {
-        ctx.metrics
-            .errors
-            .get_or_create(&super::metrics::ErrorLabels {
-                kind: "ConsumerGroup".into(),
-                reason: e.metric_label().into(),
-            })
-            .inc();
-    }
-    result
+        .measure("ConsumerGroup", reconcile_inner(&group, &ctx))
+        .await
 }
 
 async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {

@@ -114,6 +114,30 @@ impl Metrics {
         }
     }
 
+    /// Runs one reconcile of `kind`, counting it, timing it and counting its failure.
+    pub async fn measure<T>(
+        &self,
+        kind: &str,
+        reconcile: impl std::future::Future<Output = Result<T, super::Error>>,
+    ) -> Result<T, super::Error> {
+        let labels = Self::kind(kind);
+        self.reconciles.get_or_create(&labels).inc();
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        self.duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    kind: kind.into(),
+                    reason: e.metric_label().into(),
+                })
+                .inc();
+        }
+        result
+    }
+
     /// Labels of a kind.
     pub fn kind(kind: &str) -> KindLabels {
         KindLabels {
@@ -142,6 +166,34 @@ mod tests {
         );
         assert!(
             text.contains("rebalancer_idle_consumers{namespace=\"ns\",group=\"g\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn measure_counts_runs_and_failures_by_reason() {
+        let m = Metrics::default();
+        let ok: Result<(), super::super::Error> = m.measure("Topic", async { Ok(()) }).await;
+        assert!(ok.is_ok());
+        let err = m
+            .measure("Topic", async {
+                Err::<(), _>(super::super::Error::NoNamespace)
+            })
+            .await;
+        assert!(err.is_err());
+        let text = m.encode();
+        assert!(
+            text.contains("rebalancer_reconciles_total{kind=\"Topic\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "rebalancer_reconcile_errors_total{kind=\"Topic\",reason=\"NoNamespace\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("rebalancer_reconcile_duration_seconds_count{kind=\"Topic\"} 2"),
             "{text}"
         );
     }

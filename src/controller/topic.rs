@@ -12,7 +12,6 @@ use serde_json::json;
 use super::conditions::{self, Desired};
 use super::context::{Context, FIELD_MANAGER};
 use super::error::Error;
-use super::metrics::{ErrorLabels, Metrics};
 use crate::api::validation::validate_topic;
 use crate::api::{BrokerStatus, Topic, TopicStatus};
 use crate::assign::java_order::java_cmp;
@@ -121,24 +120,9 @@ pub fn desired_status(topic: &Topic) -> (TopicStatus, Vec<Desired>) {
 
 /// Reconciles one Topic.
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let kind = Metrics::kind("Topic");
-    ctx.metrics.reconciles.get_or_create(&kind).inc();
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(&topic, &ctx).await;
     ctx.metrics
-        .duration
-        .get_or_create(&kind)
-        .observe(started.elapsed().as_secs_f64());
-    if let Err(e) = &result {
-        ctx.metrics
-            .errors
-            .get_or_create(&ErrorLabels {
-                kind: "Topic".into(),
-                reason: e.metric_label().into(),
-            })
-            .inc();
-    }
-    result
+        .measure("Topic", reconcile_inner(&topic, &ctx))
+        .await
 }
 
 async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> {
