@@ -274,3 +274,112 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     tracing::info!("shut down");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    fn store(groups: Vec<serde_json::Value>) -> Store<ConsumerGroup> {
+        let (reader, mut writer) = reflector::store();
+        for g in groups {
+            let group: ConsumerGroup = serde_json::from_value(g).unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(group));
+        }
+        reader
+    }
+
+    fn group(
+        ns: &str,
+        name: &str,
+        topics: &[&str],
+        consumers: serde_json::Value,
+    ) -> serde_json::Value {
+        json!({
+            "apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"topics": topics, "consumers": consumers}
+        })
+    }
+
+    fn names(refs: Vec<ObjectRef<ConsumerGroup>>) -> Vec<String> {
+        let mut n: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        n.sort();
+        n
+    }
+
+    fn sample() -> Store<ConsumerGroup> {
+        let deploy = json!({"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders"}});
+        let sts = json!({"workloadRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "orders"}});
+        let selector = json!({"selector": {"matchLabels": {"app": "pay"}}});
+        store(vec![
+            group("a", "by-deploy", &["orders", "payments"], deploy.clone()),
+            group("a", "by-sts", &["orders"], sts),
+            group("a", "by-label", &["payments"], selector),
+            group("b", "other-ns", &["orders"], deploy),
+        ])
+    }
+
+    #[test]
+    fn a_topic_replans_the_groups_of_its_namespace_that_subscribe() {
+        let topic: Topic = serde_json::from_value(json!({
+            "apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+            "metadata": {"name": "orders", "namespace": "a"}, "spec": {"brokers": [{"name": "b", "readQueues": 1, "writeQueues": 1}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            names(groups_of_topic(&sample(), &topic)),
+            ["by-deploy", "by-sts"]
+        );
+    }
+
+    #[test]
+    fn a_pod_triggers_matching_selector_groups_and_workload_groups() {
+        let pod = |labels: serde_json::Value| -> Pod {
+            serde_json::from_value(
+                json!({"metadata": {"name": "p", "namespace": "a", "labels": labels}}),
+            )
+            .unwrap()
+        };
+        let s = sample();
+        assert_eq!(
+            names(groups_of_pod(&s, &pod(json!({"app": "pay"})))),
+            ["by-deploy", "by-label", "by-sts"]
+        );
+        assert_eq!(
+            names(groups_of_pod(&s, &pod(json!({"app": "other"})))),
+            ["by-deploy", "by-sts"]
+        );
+        // A pod that left a selector group still carries its label: that group must clean it up.
+        let leaver = pod(json!({"app": "other", consumers::GROUP_LABEL: "by-label"}));
+        assert_eq!(
+            names(groups_of_pod(&s, &leaver)),
+            ["by-deploy", "by-label", "by-sts"]
+        );
+    }
+
+    #[test]
+    fn a_workload_triggers_only_the_groups_that_name_it() {
+        let s = sample();
+        assert_eq!(
+            names(groups_of_workload(
+                &s,
+                "Deployment",
+                Some("a".into()),
+                "orders"
+            )),
+            ["by-deploy"]
+        );
+        assert_eq!(
+            names(groups_of_workload(
+                &s,
+                "StatefulSet",
+                Some("a".into()),
+                "orders"
+            )),
+            ["by-sts"]
+        );
+        assert!(groups_of_workload(&s, "Deployment", Some("a".into()), "nope").is_empty());
+    }
+}
