@@ -989,3 +989,40 @@ async fn unchanged_empty_group_writes_nothing() {
     server.settle().await.expect("second reconcile");
     server.finish(ctx).await;
 }
+
+#[tokio::test]
+async fn queues_too_many_for_an_annotation_are_reported_not_written() {
+    let (mut server, mut ctx) = setup(Leadership::always());
+    // 11 queues: consumer-a's `[{"topic":"orders","broker":"broker-a","queueIds":"0-5"}]` is 57
+    // bytes and fits; consumer-b's `..."6-10"}]` is 58 and does not.
+    Arc::get_mut(&mut ctx).unwrap().annotation_budget = 57;
+    let group = group_json("Averagely", None);
+    server.start_group(&ctx, consumer_group(&group));
+    server.get_topic(&orders(11)).await;
+    server.get_scale(2).await;
+    // consumer-b held a stale annotation from an earlier assignment.
+    server
+        .list_selected(&[
+            pod("consumer-a", true, None),
+            pod("consumer-b", true, Some("[]")),
+        ])
+        .await;
+    server.patch_member("consumer-a", &queues("0-5")).await;
+    let patch = server.patch_pod("consumer-b").await;
+    assert_eq!(patch["metadata"]["labels"][GROUP_LABEL], GROUP);
+    assert!(
+        patch["metadata"]["annotations"][QUEUES_ANNOTATION].is_null(),
+        "{patch:#}"
+    );
+    server.list_labelled(&[]).await;
+    let status = server.apply_status(&group).await["status"].clone();
+    let c = condition(&status, "AnnotationsTruncated");
+    assert_eq!(c["status"], "True");
+    assert_eq!(c["reason"], "AnnotationTooLarge");
+    assert!(c["message"].as_str().unwrap().contains("consumer-b"), "{c}");
+    // The status still carries consumer-b's queues.
+    assert_eq!(status["assignments"][1]["consumer"], "consumer-b");
+    server.group_event("Normal", "Rebalanced").await;
+    server.settle().await.expect("reconcile");
+    server.finish(ctx).await;
+}

@@ -18,6 +18,9 @@ pub const QUEUES_ANNOTATION: &str = "rebalancer.dev/queues";
 pub const GROUP_LABEL: &str = "rebalancer.dev/consumer-group";
 /// Pod label that overrides the node's zone.
 pub const ZONE_LABEL: &str = "rebalancer.dev/zone";
+/// Largest `rebalancer.dev/queues` value written. The API server caps all of a pod's annotations
+/// together at 256 KiB; a consumer owning tens of thousands of scattered queues would exceed it.
+pub const ANNOTATION_BUDGET: usize = 128 * 1024;
 /// Well-known node label for the zone.
 pub const NODE_ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
@@ -139,6 +142,12 @@ pub fn annotation_value(assignment: &ConsumerAssignment) -> String {
 /// Merge patch that marks a pod as a consumer of `group` owning `queues`.
 pub fn member_patch(group: &str, queues: &str) -> serde_json::Value {
     json!({"metadata": {"labels": {GROUP_LABEL: group}, "annotations": {QUEUES_ANNOTATION: queues}}})
+}
+
+/// Merge patch for a member whose queues do not fit in an annotation: labelled, and no stale
+/// annotation left behind for it to act on.
+pub fn oversized_patch(group: &str) -> serde_json::Value {
+    json!({"metadata": {"labels": {GROUP_LABEL: group}, "annotations": {QUEUES_ANNOTATION: null}}})
 }
 
 /// Merge patch that removes the label and annotation from a pod that left the group.

@@ -29,6 +29,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Status size budget in bytes.
     pub status_budget: usize,
+    /// Largest `rebalancer.dev/queues` annotation value in bytes.
+    pub annotation_budget: usize,
 }
 
 impl Context {
@@ -49,6 +51,7 @@ impl Context {
             metrics,
             leadership,
             status_budget: STATUS_BUDGET_BYTES,
+            annotation_budget: super::consumers::ANNOTATION_BUDGET,
         }
     }
 

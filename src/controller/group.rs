@@ -30,6 +30,8 @@ pub const READY: &str = "Ready";
 pub const IDLE: &str = "IdleConsumers";
 /// Condition type: `assignments` left out of the status because of its size.
 pub const TRUNCATED: &str = "StatusTruncated";
+/// Condition type: some pods' queues are too many for their annotation.
+pub const ANNOTATIONS_TRUNCATED: &str = "AnnotationsTruncated";
 
 /// How often a group is re-planned without any event (drift safety net).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -128,6 +130,38 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
     };
 
     let per_topic = readable_queues(&topics);
+    let oversized: Vec<String> = allocation
+        .assignments
+        .iter()
+        .filter(|a| consumers::annotation_value(a).len() > ctx.annotation_budget)
+        .map(|a| a.consumer.clone())
+        .collect();
+    let mut extra_conditions = vec![idle_condition(
+        group,
+        &per_topic,
+        resolved.desired_replicas,
+        consumer_inputs.len(),
+    )];
+    if !oversized.is_empty() {
+        extra_conditions.push(Desired::new(
+            ANNOTATIONS_TRUNCATED,
+            true,
+            "AnnotationTooLarge",
+            format!(
+                "{} pods own more queue ranges than fit in the {}-byte rebalancer.dev/queues annotation, which they do not get: {}",
+                oversized.len(),
+                ctx.annotation_budget,
+                oversized.join(", ")
+            ),
+        ));
+    } else if conditions::find(&current.conditions, ANNOTATIONS_TRUNCATED).is_some() {
+        extra_conditions.push(Desired::new(
+            ANNOTATIONS_TRUNCATED,
+            false,
+            "AnnotationsFit",
+            "every consumer's queues fit in its annotation",
+        ));
+    }
     // The full assignment: the status may leave it out (budget), the pods never.
     let assignments = allocation.assignments.clone();
     let (status, rebalanced) = build_status(
@@ -135,12 +169,7 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
         &current,
         previous.as_ref(),
         allocation,
-        idle_condition(
-            group,
-            &per_topic,
-            resolved.desired_replicas,
-            consumer_inputs.len(),
-        ),
+        extra_conditions,
         resolved.desired_replicas,
         ctx.status_budget,
     );
@@ -225,7 +254,7 @@ fn build_status(
     current: &ConsumerGroupStatus,
     previous: Option<&Allocation>,
     mut allocation: Allocation,
-    idle: Desired,
+    extra: Vec<Desired>,
     desired_replicas: Option<i32>,
     budget: usize,
 ) -> (ConsumerGroupStatus, bool) {
@@ -249,7 +278,7 @@ fn build_status(
             allocation.consumers, allocation.queues
         ),
     )];
-    desired.push(idle);
+    desired.extend(extra);
 
     let mut status = ConsumerGroupStatus {
         observed_generation: group.meta().generation,
@@ -375,10 +404,19 @@ async fn annotate_pods(
             let value = assigned
                 .get(name.as_str())
                 .map_or_else(|| "[]".to_string(), |a| consumers::annotation_value(a));
-            if consumers::has_membership(pod, group, &value) {
-                continue;
+            if value.len() > ctx.annotation_budget {
+                // Reported by the AnnotationsTruncated condition; the status holds the queues.
+                let labelled = pod.labels().get(GROUP_LABEL).map(String::as_str) == Some(group);
+                if labelled && !pod.annotations().contains_key(consumers::QUEUES_ANNOTATION) {
+                    continue;
+                }
+                consumers::oversized_patch(group)
+            } else {
+                if consumers::has_membership(pod, group, &value) {
+                    continue;
+                }
+                consumers::member_patch(group, &value)
             }
-            consumers::member_patch(group, &value)
         } else if pod.labels().get(GROUP_LABEL).map(String::as_str) == Some(group) {
             consumers::leaver_patch()
         } else {
@@ -391,6 +429,10 @@ async fn annotate_pods(
             Ok(_) => {}
             // The pod went away between list and patch: nothing to annotate.
             Err(kube::Error::Api(s)) if s.code == 404 => {}
+            // Rejected (an admission webhook, a size limit): one pod must not stop the group.
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
+                tracing::warn!(pod = %name, error = %s.message, "pod annotation rejected");
+            }
             Err(e) => return Err(e.into()),
         }
     }
