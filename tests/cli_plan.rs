@@ -236,3 +236,45 @@ fn nearby_uses_consumer_zones_from_the_command_line() {
     assert_eq!(v["assignments"][0]["queues"].as_array().unwrap().len(), 1);
     assert_eq!(v["assignments"][1]["queues"][0]["broker"], "broker-b");
 }
+
+#[test]
+fn by_config_map_from_yaml() {
+    let group = "apiVersion: rebalancer.dev/v1alpha1
+kind: ConsumerGroup
+metadata: {name: cg}
+spec:
+  topics: [orders]
+  strategy: ByConfig
+  byConfig:
+    c-0: [{topic: orders, broker: broker-a, queueIds: \"0-3\"}]
+    c-1: [{topic: orders, broker: broker-b, queueIds: \"0,2\"}]
+    c-9: [{topic: orders, broker: broker-b, queueIds: \"3\"}]
+";
+    let f = file(&format!("{TOPIC}---\n{group}"));
+    let v = json(&[
+        "-f",
+        f.path().to_str().unwrap(),
+        "--consumers",
+        "c-0,c-1",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v["assignments"][0]["queues"][0]["queueIds"], "0-3");
+    assert_eq!(v["assignments"][1]["queues"][0]["queueIds"], "0,2");
+    // broker-b 1 is in nobody's list; 3 belongs to c-9, which is not running.
+    assert_eq!(v["unassignedQueues"][0]["queueIds"], "1,3");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("c-9"), "{warnings}");
+
+    let bad = group.replace("queueIds: \"3\"", "queueIds: \"9\"");
+    let f = file(&format!("{TOPIC}---\n{bad}"));
+    let e = error_of_file(&f, &["--consumers", "c-0,c-1"]);
+    assert!(e.contains("broker-b queue 9"), "{e}");
+}
+
+fn error_of_file(f: &tempfile::NamedTempFile, args: &[&str]) -> String {
+    let mut all = vec!["-f", f.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = plan(&all).failure().code(1).get_output().stderr.clone();
+    String::from_utf8(out).unwrap()
+}

@@ -78,3 +78,110 @@ pub fn allocate(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::assign::{
+        AssignError, BrokerInput, ConsumerInput, GroupInput, MessageModel, Permission,
+        QueueSelection, Strategy, TopicInput, UNASSIGNED, allocate,
+    };
+
+    fn topic() -> TopicInput {
+        let broker = |name: &str, n| BrokerInput {
+            name: name.into(),
+            read_queues: n,
+            write_queues: n,
+            permission: Permission::ReadWrite,
+            zone: None,
+        };
+        TopicInput {
+            name: "orders".into(),
+            brokers: vec![broker("broker-a", 4), broker("broker-b", 4)],
+        }
+    }
+
+    fn sel(broker: &str, ranges: &[(u32, u32)]) -> QueueSelection {
+        QueueSelection {
+            topic: "orders".into(),
+            broker: broker.into(),
+            ranges: ranges.to_vec(),
+        }
+    }
+
+    fn run(
+        config: &[(&str, Vec<QueueSelection>)],
+        consumers: &[&str],
+    ) -> Result<crate::assign::Assignment, AssignError> {
+        let assignments: BTreeMap<String, Vec<QueueSelection>> = config
+            .iter()
+            .map(|(c, q)| (c.to_string(), q.clone()))
+            .collect();
+        let consumers: Vec<ConsumerInput> =
+            consumers.iter().map(|c| ConsumerInput::new(*c)).collect();
+        allocate(&GroupInput {
+            topics: &[topic()],
+            consumers: &consumers,
+            strategy: &Strategy::ByConfig { assignments },
+            model: MessageModel::Clustering,
+            previous: None,
+        })
+    }
+
+    #[test]
+    fn gives_each_consumer_exactly_its_queues() {
+        let a = run(
+            &[
+                ("c-0", vec![sel("broker-a", &[(0, 3)])]),
+                ("c-1", vec![sel("broker-b", &[(0, 1)])]),
+            ],
+            &["c-0", "c-1", "c-2"],
+        )
+        .unwrap();
+        let o = &a.topics[0].owners;
+        assert_eq!(&o[..4], &[0, 0, 0, 0]);
+        assert_eq!(&o[4..6], &[1, 1]);
+        // Unlisted queues stay unassigned; c-2 is idle.
+        assert_eq!(&o[6..], &[UNASSIGNED, UNASSIGNED]);
+        assert!(a.notes.is_empty());
+    }
+
+    #[test]
+    fn an_absent_consumer_is_reported_and_its_queues_left_unassigned() {
+        let a = run(
+            &[
+                ("c-0", vec![sel("broker-a", &[(0, 1)])]),
+                ("gone", vec![sel("broker-a", &[(2, 3)])]),
+            ],
+            &["c-0"],
+        )
+        .unwrap();
+        assert_eq!(&a.topics[0].owners[..4], &[0, 0, UNASSIGNED, UNASSIGNED]);
+        assert_eq!(a.notes.len(), 1);
+        assert!(a.notes[0].contains("gone"), "{:?}", a.notes);
+    }
+
+    #[test]
+    fn unknown_and_doubly_given_queues_are_errors() {
+        let e = run(&[("c-0", vec![sel("broker-a", &[(3, 4)])])], &["c-0"]).unwrap_err();
+        assert!(
+            matches!(e, AssignError::UnknownQueue { queue_id: 4, .. }),
+            "{e}"
+        );
+        let e = run(&[("c-0", vec![sel("broker-z", &[(0, 0)])])], &["c-0"]).unwrap_err();
+        assert!(matches!(e, AssignError::UnknownQueue { .. }), "{e}");
+        let e = run(
+            &[
+                ("c-0", vec![sel("broker-a", &[(0, 1)])]),
+                ("c-1", vec![sel("broker-a", &[(1, 1)])]),
+            ],
+            &["c-0", "c-1"],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "byConfig: orders/broker-a queue 1 is given to both c-0 and c-1"
+        );
+    }
+}
