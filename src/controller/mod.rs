@@ -9,6 +9,7 @@ pub mod group;
 pub mod leader;
 pub mod metrics;
 pub mod server;
+pub mod sweep;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -42,7 +43,7 @@ pub struct Settings {
     pub instance: Option<String>,
 }
 
-fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+fn error_policy<K, C>(_: Arc<K>, error: &Error, _: Arc<C>) -> Action {
     tracing::warn!(%error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }
@@ -135,7 +136,7 @@ async fn run_scope(
         watcher::Config::default().any_semantic(),
     );
     let store = groups.store();
-    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
+    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     let relead = tokio_stream_from_watch(gained.clone());
     let group_loop = groups
         .watches(
@@ -176,13 +177,26 @@ async fn run_scope(
     )
     .reconcile_all_on(tokio_stream_from_watch(gained))
     .shutdown_on_signal()
-    .run(topic::reconcile, error_policy, ctx)
+    .run(topic::reconcile, error_policy, ctx.clone())
     .for_each(|r| async move {
         if let Err(e) = r {
             tracing::debug!(error = %e, "topic reconcile");
         }
     });
-    tokio::join!(group_loop, topic_loop);
+    // Only labelled pods are cached here: the consumers, not the whole cluster.
+    let labelled = watcher::Config::default()
+        .labels(consumers::GROUP_LABEL)
+        .any_semantic();
+    let sweep_ctx = Arc::new(sweep::SweepContext { ctx, groups: store });
+    let sweep_loop = Controller::new(scoped::<Pod>(&client, ns), labelled)
+        .shutdown_on_signal()
+        .run(sweep::reconcile, error_policy, sweep_ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "orphan sweep");
+            }
+        });
+    tokio::join!(group_loop, topic_loop, sweep_loop);
 }
 
 /// A stream that yields each time leadership is gained.
