@@ -1120,6 +1120,50 @@ async fn s4_missing_topic_then_created() {
 }
 
 #[tokio::test]
+async fn s4b_deleted_group_releases_its_pods() {
+    e2e("deleted_group", |env| async move {
+        let name = "doomed-consumer";
+        two_consumers(&env, name).await;
+        env.api::<ConsumerGroup>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete the group");
+        let pods = env.api::<Pod>();
+        eventually(
+            "the pods of the deleted group to lose label and annotation",
+            || {
+                let pods = pods.clone();
+                async move {
+                    let list = pods
+                        .list(&ListParams::default())
+                        .await
+                        .map_err(|e| format!("list pods: {e}"))?;
+                    let marked: Vec<String> = list
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            p.labels().contains_key(GROUP_LABEL)
+                                || p.annotations().contains_key(QUEUES_ANNOTATION)
+                        })
+                        .map(pod_summary)
+                        .collect();
+                    if list.items.is_empty() {
+                        return Err("no pods (the Deployment should keep running)".into());
+                    }
+                    if marked.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("still marked: {marked:?}"))
+                    }
+                }
+            },
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn s5_stable_group_is_not_rewritten() {
     e2e("no_op", |env| async move {
         let name = "orders-consumer";
