@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rebalancer::assign::{
     Assignment, BrokerInput, ConsumerInput, GroupInput, InnerStrategy, MessageModel, Permission,
-    PreviousOwner, QueueSelection, Strategy, TopicInput, allocate,
+    PreviousOwner, Strategy, TopicInput, allocate,
 };
 
 const ZONES: [&str; 3] = ["az1", "az2", "az3"];
@@ -69,30 +69,10 @@ impl Group {
             topics: self.topics.clone(),
             consumers: self.consumers[..self.consumers.len() - 1].to_vec(),
         };
-        as_previous(&fewer.run(&Strategy::Averagely, MessageModel::Clustering, None))
+        fewer
+            .run(&Strategy::Averagely, MessageModel::Clustering, None)
+            .previous_owners()
     }
-}
-
-fn as_previous(a: &Assignment) -> Vec<PreviousOwner> {
-    let rendered = a.by_consumer();
-    a.consumers
-        .iter()
-        .zip(rendered.owned)
-        .map(|(id, blocks)| PreviousOwner {
-            consumer: id.clone(),
-            queues: blocks
-                .into_iter()
-                .map(|b| {
-                    let t = &a.topics[b.topic as usize];
-                    QueueSelection {
-                        topic: t.topic.clone(),
-                        broker: t.brokers[b.broker as usize].name.clone(),
-                        ranges: b.ranges,
-                    }
-                })
-                .collect(),
-        })
-        .collect()
 }
 
 fn strategies() -> Vec<(&'static str, Strategy)> {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rebalancer::assign::{
     Assignment, BrokerInput, ConsumerInput, ConsumerQueues, GroupInput, MessageModel, Permission,
-    PreviousOwner, QueueSelection, Strategy, TopicInput, allocate,
+    PreviousOwner, Strategy, TopicInput, allocate,
 };
 
 const BROKERS: usize = 256;
@@ -34,27 +34,6 @@ fn run(
         previous,
     })
     .expect("allocates")
-}
-
-fn as_previous(a: &Assignment) -> Vec<PreviousOwner> {
-    a.consumers
-        .iter()
-        .zip(a.by_consumer().owned)
-        .map(|(id, blocks)| PreviousOwner {
-            consumer: id.clone(),
-            queues: blocks
-                .into_iter()
-                .map(|b| {
-                    let t = &a.topics[b.topic as usize];
-                    QueueSelection {
-                        topic: t.topic.clone(),
-                        broker: t.brokers[b.broker as usize].name.clone(),
-                        ranges: b.ranges,
-                    }
-                })
-                .collect(),
-        })
-        .collect()
 }
 
 fn main() {
@@ -87,7 +66,7 @@ fn main() {
                 &Strategy::Averagely,
                 None,
             );
-            (Strategy::Sticky, Some(as_previous(&before)))
+            (Strategy::Sticky, Some(before.previous_owners()))
         }
         other => panic!("unknown mode {other}: averagely, sticky or consistent-hash"),
     };

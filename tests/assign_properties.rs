@@ -371,29 +371,6 @@ fn counts(a: &Assignment, t: usize) -> Vec<usize> {
     n
 }
 
-/// The assignment as previous owners, as the controller would record it.
-fn as_previous(a: &Assignment) -> Vec<PreviousOwner> {
-    let rendered = a.by_consumer();
-    a.consumers
-        .iter()
-        .zip(&rendered.owned)
-        .map(|(id, blocks)| PreviousOwner {
-            consumer: id.clone(),
-            queues: blocks
-                .iter()
-                .map(|b| {
-                    let t = &a.topics[b.topic as usize];
-                    QueueSelection {
-                        topic: t.topic.clone(),
-                        broker: t.brokers[b.broker as usize].name.clone(),
-                        ranges: b.ranges.clone(),
-                    }
-                })
-                .collect(),
-        })
-        .collect()
-}
-
 /// Queues of topic `t` whose owner differs from `previous` (queues without a previous owner do
 /// not count), as `moved_queues` defines it.
 fn changed(a: &Assignment, t: usize, previous: &HashMap<(String, String, u32), String>) -> u64 {
@@ -725,7 +702,7 @@ proptest! {
         new_zone in zone_choice(),
     ) {
         let before = balanced(&c, by_circle);
-        let mut grown = c.with(Rule::Sticky, Some(as_previous(&before)));
+        let mut grown = c.with(Rule::Sticky, Some(before.previous_owners()));
         let id = unique_id(&grown.consumers, new_id);
         grown.consumers.push(ConsumerInput { id, zone: new_zone });
         let after = grown.run();
@@ -757,7 +734,7 @@ proptest! {
     ) {
         prop_assume!(c.consumers.len() >= 2);
         let before = balanced(&c, by_circle);
-        let mut shrunk = c.with(Rule::Sticky, Some(as_previous(&before)));
+        let mut shrunk = c.with(Rule::Sticky, Some(before.previous_owners()));
         let gone = shrunk.consumers.remove(leaver.index(c.consumers.len())).id;
         let after = shrunk.run();
         prop_assert!(after.is_ok(), "{:?}", after);

@@ -1,6 +1,6 @@
 //! Turns per-queue owners into per-consumer queue lists with compact id ranges.
 
-use super::model::{Assignment, MessageModel, UNASSIGNED};
+use super::model::{Assignment, MessageModel, PreviousOwner, QueueSelection, UNASSIGNED};
 use super::ranges::push_id;
 
 /// Consecutive-or-not queue ids of one broker of one topic.
@@ -76,5 +76,27 @@ impl Assignment {
             }
         }
         out
+    }
+
+    /// This assignment as the history of the next one (what `Sticky` keeps).
+    pub fn previous_owners(&self) -> Vec<PreviousOwner> {
+        self.consumers
+            .iter()
+            .zip(self.by_consumer().owned)
+            .map(|(id, blocks)| PreviousOwner {
+                consumer: id.clone(),
+                queues: blocks
+                    .into_iter()
+                    .map(|b| {
+                        let t = &self.topics[b.topic as usize];
+                        QueueSelection {
+                            topic: t.topic.clone(),
+                            broker: t.brokers[b.broker as usize].name.clone(),
+                            ranges: b.ranges,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }
