@@ -279,16 +279,17 @@ fn prepare_topics(topics: &[TopicInput]) -> Result<Vec<TopicAssignment>, AssignE
             let mut offset = 0u32;
             let mut slices = Vec::new();
             for b in brokers {
-                if !b.permission.readable() || b.read_queues == 0 {
+                let count = b.readable_queues();
+                if count == 0 {
                     continue;
                 }
                 slices.push(BrokerSlice {
                     name: b.name.clone(),
                     zone: zone::broker_zone(&b.name, b.zone.as_deref()),
                     offset,
-                    count: b.read_queues,
+                    count,
                 });
-                offset += b.read_queues;
+                offset += count;
             }
             Ok(TopicAssignment {
                 topic: t.name.clone(),

@@ -45,6 +45,26 @@ pub struct BrokerInput {
     pub zone: Option<String>,
 }
 
+impl BrokerInput {
+    /// Queues consumers read here: `read_queues`, or 0 when the permission forbids reading.
+    pub fn readable_queues(&self) -> u32 {
+        if self.permission.readable() {
+            self.read_queues
+        } else {
+            0
+        }
+    }
+
+    /// Queues producers write here: `write_queues`, or 0 when the permission forbids writing.
+    pub fn writable_queues(&self) -> u32 {
+        if self.permission.writable() {
+            self.write_queues
+        } else {
+            0
+        }
+    }
+}
+
 /// A topic and its brokers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicInput {
@@ -52,6 +72,16 @@ pub struct TopicInput {
     pub name: String,
     /// Brokers, in any order.
     pub brokers: Vec<BrokerInput>,
+}
+
+impl TopicInput {
+    /// Readable queues over all brokers.
+    pub fn readable_queues(&self) -> u64 {
+        self.brokers
+            .iter()
+            .map(|b| u64::from(b.readable_queues()))
+            .sum()
+    }
 }
 
 /// A consumer of the group.

@@ -75,7 +75,7 @@ pub fn send_rotation(topic: &TopicInput) -> Vec<ProducerShare> {
     let mut brokers: Vec<&BrokerInput> = topic
         .brokers
         .iter()
-        .filter(|b| b.permission.writable() && b.write_queues > 0)
+        .filter(|b| b.writable_queues() > 0)
         .collect();
     brokers.sort_by(|a, b| java_cmp(&a.name, &b.name));
     let total: u64 = brokers.iter().map(|b| u64::from(b.write_queues)).sum();

@@ -201,12 +201,7 @@ fn readable_queues(topics: &[Topic]) -> Vec<(String, u64)> {
         .iter()
         .map(|t| {
             let input = crate::plan::topic_input(t);
-            let queues = input
-                .brokers
-                .iter()
-                .filter(|b| b.permission.readable())
-                .map(|b| u64::from(b.read_queues))
-                .sum();
+            let queues = input.readable_queues();
             (input.name, queues)
         })
         .collect()

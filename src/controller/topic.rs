@@ -42,36 +42,22 @@ pub fn desired_status(topic: &Topic) -> (TopicStatus, Vec<Desired>) {
     let input = topic_input(topic);
     let mut brokers: Vec<_> = input.brokers.iter().collect();
     brokers.sort_by(|a, b| java_cmp(&a.name, &b.name));
-    let read = |b: &crate::assign::BrokerInput| {
-        if b.permission.readable() {
-            b.read_queues
-        } else {
-            0
-        }
-    };
-    let write = |b: &crate::assign::BrokerInput| {
-        if b.permission.writable() {
-            b.write_queues
-        } else {
-            0
-        }
-    };
-    let total_write: u32 = brokers.iter().map(|b| write(b)).sum();
+    let total_write: u32 = brokers.iter().map(|b| b.writable_queues()).sum();
     let status = TopicStatus {
         observed_generation: topic.meta().generation,
         broker_count: brokers.len() as u32,
-        read_queues: brokers.iter().map(|b| read(b)).sum(),
+        read_queues: brokers.iter().map(|b| b.readable_queues()).sum(),
         write_queues: total_write,
         brokers: brokers
             .iter()
             .map(|b| BrokerStatus {
                 name: b.name.clone(),
-                read_queues: read(b),
-                write_queues: write(b),
+                read_queues: b.readable_queues(),
+                write_queues: b.writable_queues(),
                 producer_share: if total_write == 0 {
                     "0%".into()
                 } else {
-                    format_share(f64::from(write(b)) / f64::from(total_write))
+                    format_share(f64::from(b.writable_queues()) / f64::from(total_write))
                 },
             })
             .collect(),
