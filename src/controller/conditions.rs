@@ -71,6 +71,16 @@ pub fn merge(
     out
 }
 
+/// A condition that exists only around a problem: `raised` while the problem holds, `cleared`
+/// once it stopped holding if it was ever raised, and no condition at all otherwise.
+pub fn while_it_holds(
+    current: &[Condition],
+    raised: Option<Desired>,
+    cleared: Desired,
+) -> Option<Desired> {
+    raised.or_else(|| find(current, cleared.type_).map(|_| cleared))
+}
+
 /// The condition of a type, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -113,5 +123,16 @@ mod tests {
         assert_eq!(third[0].last_transition_time, Time(t1));
         assert!(changed(&second, &third, "Ready"));
         assert!(!changed(&first, &first, "Ready"));
+    }
+
+    #[test]
+    fn a_problem_condition_appears_only_around_the_problem() {
+        let t = Timestamp::from_second(1_000).unwrap();
+        let raised = || Some(Desired::new("Truncated", true, "TooLarge", "x"));
+        let cleared = || Desired::new("Truncated", false, "Fits", "y");
+        assert_eq!(while_it_holds(&[], None, cleared()), None);
+        assert_eq!(while_it_holds(&[], raised(), cleared()), raised());
+        let before = merge(&[], &[raised().unwrap()], None, t);
+        assert_eq!(while_it_holds(&before, None, cleared()), Some(cleared()));
     }
 }

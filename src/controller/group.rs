@@ -21,7 +21,6 @@ use crate::api::{
     Allocation, ConsumerAssignment, ConsumerGroup, ConsumerGroupStatus, MessageModel, StrategyName,
     Topic,
 };
-use crate::assign::ConsumerInput;
 use crate::plan::{PlanError, plan_group};
 
 /// Condition type: the group's assignment is current.
@@ -130,11 +129,16 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
     };
 
     let per_topic = readable_queues(&topics);
-    let oversized: Vec<String> = allocation
+    // Each consumer's annotation, rendered once: the status may leave the list out, the pods never.
+    let annotations: Vec<(String, String)> = allocation
         .assignments
         .iter()
-        .filter(|a| consumers::annotation_value(a).len() > ctx.annotation_budget)
-        .map(|a| a.consumer.clone())
+        .map(|a| (a.consumer.clone(), consumers::annotation_value(a)))
+        .collect();
+    let oversized: Vec<&str> = annotations
+        .iter()
+        .filter(|(_, value)| value.len() > ctx.annotation_budget)
+        .map(|(consumer, _)| consumer.as_str())
         .collect();
     let mut extra_conditions = vec![idle_condition(
         group,
@@ -142,28 +146,28 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
         resolved.desired_replicas,
         consumer_inputs.len(),
     )];
-    if !oversized.is_empty() {
-        extra_conditions.push(Desired::new(
-            ANNOTATIONS_TRUNCATED,
-            true,
-            "AnnotationTooLarge",
-            format!(
-                "{} pods own more queue ranges than fit in the {}-byte rebalancer.dev/queues annotation, which they do not get: {}",
-                oversized.len(),
-                ctx.annotation_budget,
-                oversized.join(", ")
-            ),
-        ));
-    } else if conditions::find(&current.conditions, ANNOTATIONS_TRUNCATED).is_some() {
-        extra_conditions.push(Desired::new(
+    extra_conditions.extend(conditions::while_it_holds(
+        &current.conditions,
+        (!oversized.is_empty()).then(|| {
+            Desired::new(
+                ANNOTATIONS_TRUNCATED,
+                true,
+                "AnnotationTooLarge",
+                format!(
+                    "{} pods own more queue ranges than fit in the {}-byte rebalancer.dev/queues annotation, which they do not get: {}",
+                    oversized.len(),
+                    ctx.annotation_budget,
+                    oversized.join(", ")
+                ),
+            )
+        }),
+        Desired::new(
             ANNOTATIONS_TRUNCATED,
             false,
             "AnnotationsFit",
             "every consumer's queues fit in its annotation",
-        ));
-    }
-    // The full assignment: the status may leave it out (budget), the pods never.
-    let assignments = allocation.assignments.clone();
+        ),
+    ));
     let (status, rebalanced) = build_status(
         group,
         &current,
@@ -180,7 +184,7 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
         .set(i64::from(status.allocation.idle));
 
     // Pods first: consumers read their annotation, the status is a report.
-    annotate_pods(ctx, &pods_api, &pods, &name, &assignments, &consumer_inputs).await?;
+    annotate_pods(ctx, &pods_api, &pods, &name, &annotations).await?;
 
     if status != current {
         write_status(ctx, &namespace, &name, &status).await?;
@@ -290,25 +294,25 @@ fn build_status(
     let size = serde_json::to_vec(&status)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
-    if size > budget {
+    let too_large = size > budget;
+    if too_large {
         status.allocation.assignments.clear();
         status.assignments_truncated = true;
-        desired.push(Desired::new(
-            TRUNCATED,
-            true,
-            "StatusTooLarge",
-            format!(
-                "the assignment takes {size} bytes, more than the {budget}-byte budget: it is left out of the status; each pod's rebalancer.dev/queues annotation holds its queues"
-            ),
-        ));
-    } else if conditions::find(&current.conditions, TRUNCATED).is_some() {
-        desired.push(Desired::new(
-            TRUNCATED,
-            false,
-            "StatusFits",
-            "the assignment fits in the status",
-        ));
     }
+    desired.extend(conditions::while_it_holds(
+        &current.conditions,
+        too_large.then(|| {
+            Desired::new(
+                TRUNCATED,
+                true,
+                "StatusTooLarge",
+                format!(
+                    "the assignment takes {size} bytes, more than the {budget}-byte budget: it is left out of the status; each pod's rebalancer.dev/queues annotation holds its queues"
+                ),
+            )
+        }),
+        Desired::new(TRUNCATED, false, "StatusFits", "the assignment fits in the status"),
+    ));
     status.conditions =
         conditions::merge(&current.conditions, &desired, group.meta().generation, now);
     (status, rebalanced)
@@ -378,27 +382,23 @@ async fn annotate_pods(
     api: &Api<Pod>,
     pods: &[Pod],
     group: &str,
-    assignments: &[ConsumerAssignment],
-    consumers: &[ConsumerInput],
+    annotations: &[(String, String)],
 ) -> Result<(), Error> {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    let assigned: std::collections::HashMap<&str, &ConsumerAssignment> = assignments
+    let assigned: std::collections::HashMap<&str, &str> = annotations
         .iter()
-        .map(|a| (a.consumer.as_str(), a))
+        .map(|(consumer, value)| (consumer.as_str(), value.as_str()))
         .collect();
     for pod in pods {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let name = pod.name_any();
-        let is_member = consumers.iter().any(|c| c.id == name);
-        let patch = if is_member {
-            let value = assigned
-                .get(name.as_str())
-                .map_or_else(|| "[]".to_string(), |a| consumers::annotation_value(a));
+        // Every consumer (Ready pod) has an entry, idle ones `[]`.
+        let patch = if let Some(&value) = assigned.get(name.as_str()) {
             if value.len() > ctx.annotation_budget {
                 // Reported by the AnnotationsTruncated condition; the status holds the queues.
                 let labelled = pod.labels().get(GROUP_LABEL).map(String::as_str) == Some(group);
@@ -407,10 +407,10 @@ async fn annotate_pods(
                 }
                 consumers::oversized_patch(group)
             } else {
-                if consumers::has_membership(pod, group, &value) {
+                if consumers::has_membership(pod, group, value) {
                     continue;
                 }
-                consumers::member_patch(group, &value)
+                consumers::member_patch(group, value)
             }
         } else if pod.labels().get(GROUP_LABEL).map(String::as_str) == Some(group) {
             consumers::leaver_patch()
