@@ -137,7 +137,7 @@ async fn run_scope(
     );
     let store = groups.store();
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
-    let relead = tokio_stream_from_watch(gained.clone());
+    let relead = leadership_gained(gained.clone());
     let group_loop = groups
         .watches(
             scoped::<Topic>(&client, ns),
@@ -175,7 +175,7 @@ async fn run_scope(
         scoped::<Topic>(&client, ns),
         watcher::Config::default().any_semantic(),
     )
-    .reconcile_all_on(tokio_stream_from_watch(gained))
+    .reconcile_all_on(leadership_gained(gained))
     .shutdown_on_signal()
     .run(topic::reconcile, error_policy, ctx.clone())
     .for_each(|r| async move {
@@ -200,26 +200,8 @@ async fn run_scope(
 }
 
 /// A stream that yields each time leadership is gained.
-fn tokio_stream_from_watch(
-    mut rx: watch::Receiver<u64>,
-) -> impl futures::Stream<Item = ()> + Send + 'static {
-    async_stream(move |tx| async move {
-        while rx.changed().await.is_ok() {
-            if tx.send(()).is_err() {
-                break;
-            }
-        }
-    })
-}
-
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = ()> + Send + 'static
-where
-    F: FnOnce(tokio::sync::mpsc::UnboundedSender<()>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(f(tx));
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+fn leadership_gained(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    tokio_stream::wrappers::WatchStream::from_changes(rx).map(|_| ())
 }
 
 /// `rebalancer run`.
@@ -371,6 +353,18 @@ mod tests {
             names(groups_of_pod(&s, &leaver)),
             ["by-deploy", "by-label", "by-sts"]
         );
+    }
+
+    #[tokio::test]
+    async fn leadership_gains_trigger_once_each_and_the_start_value_does_not() {
+        let (tx, rx) = watch::channel(0u64);
+        let mut gained = Box::pin(leadership_gained(rx));
+        tx.send(1).unwrap();
+        assert_eq!(gained.next().await, Some(()));
+        tx.send(2).unwrap();
+        drop(tx);
+        assert_eq!(gained.next().await, Some(()));
+        assert_eq!(gained.next().await, None);
     }
 
     #[test]
