@@ -76,12 +76,16 @@ pub fn allocate(input: &GroupInput<'_>) -> Result<Assignment, AssignError> {
     let mut notes = Vec::new();
 
     match input.strategy {
-        Strategy::Averagely => for_each_topic(&mut topics, |_, owners| {
-            paging::averagely(&all_queues(owners.len()), &everyone, owners)
-        }),
-        Strategy::AveragelyByCircle => for_each_topic(&mut topics, |_, owners| {
-            paging::by_circle(&all_queues(owners.len()), &everyone, owners)
-        }),
+        Strategy::Averagely => {
+            for t in &mut topics {
+                paging::averagely(&all_queues(t.owners.len()), &everyone, &mut t.owners);
+            }
+        }
+        Strategy::AveragelyByCircle => {
+            for t in &mut topics {
+                paging::by_circle(&all_queues(t.owners.len()), &everyone, &mut t.owners);
+            }
+        }
         Strategy::ConsistentHash { virtual_nodes } => {
             let ring = Ring::build(&ids, &everyone, *virtual_nodes);
             for t in &mut topics {
@@ -146,25 +150,11 @@ fn all_queues(n: usize) -> Vec<u32> {
     (0..n as u32).collect()
 }
 
-fn for_each_topic(topics: &mut [TopicAssignment], mut f: impl FnMut(&str, &mut [u32])) {
-    for t in topics {
-        f(&t.topic, &mut t.owners);
-    }
-}
-
 /// Looks up each queue in `queues` on the ring and records its owner.
 fn hash_queues(ring: &Ring, topic: &mut TopicAssignment, queues: &[u32]) {
     let mut key = Vec::with_capacity(96);
-    let mut broker = 0;
     for &q in queues {
-        while q >= topic.brokers[broker].offset + topic.brokers[broker].count {
-            broker += 1;
-        }
-        // Queue lists are ascending, so the broker cursor only moves forward.
-        while q < topic.brokers[broker].offset {
-            broker -= 1;
-        }
-        let b = &topic.brokers[broker];
+        let b = &topic.brokers[topic.brokers.partition_point(|b| b.offset + b.count <= q)];
         queue_key(&mut key, &topic.topic, &b.name, q - b.offset);
         if let Some(owner) = ring.owner(md5_hash(&key)) {
             topic.owners[q as usize] = owner;
