@@ -41,6 +41,8 @@ use kube::runtime::conditions::is_deleted;
 use kube::runtime::wait::await_condition;
 use kube::{Client, Resource, ResourceExt};
 use rebalancer::api::{ConsumerGroup, QueueRange, Topic};
+// Ready and not terminating: the operator's own definition of a live pod.
+use rebalancer::controller::consumers::is_consumer;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -336,20 +338,11 @@ fn status_json(group: &ConsumerGroup) -> String {
     serde_json::to_string(&group.status).unwrap_or_else(|e| format!("<{e}>"))
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn pod_summary(pod: &Pod) -> String {
     format!(
         "{}(ready={}, terminating={}, {}={:?}, {}={:?})",
         pod.name_any(),
-        is_ready(pod),
+        is_consumer(pod),
         pod.metadata.deletion_timestamp.is_some(),
         GROUP_LABEL,
         pod.labels().get(GROUP_LABEL),
@@ -769,7 +762,7 @@ impl Operator {
         let pods = self.pods().await?;
         let names: Vec<String> = pods
             .iter()
-            .map(|p| format!("{}(ready={})", p.name_any(), is_ready(p)))
+            .map(|p| format!("{}(ready={})", p.name_any(), is_consumer(p)))
             .collect();
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
         let lease = leases
@@ -783,11 +776,11 @@ impl Operator {
                     .and_then(|s| s.holder_identity)
                     .unwrap_or_default();
                 pods.into_iter()
-                    .find(|p| p.name_any() == holder && is_ready(p))
+                    .find(|p| p.name_any() == holder && is_consumer(p))
                     .ok_or_else(|| format!("lease held by {holder:?}, which is not among the live, ready operator pods {names:?}"))
             }
             None => match <[Pod; 1]>::try_from(pods) {
-                Ok([pod]) if is_ready(&pod) => Ok(pod),
+                Ok([pod]) if is_consumer(&pod) => Ok(pod),
                 _ => Err(format!(
                     "no lease {} and not exactly one ready operator pod: {names:?}",
                     self.lease
