@@ -53,24 +53,22 @@ pub fn run(args: &PlanArgs) -> Result<(), String> {
         None => None,
     };
     let namespace = group.namespace();
-    let lookup = |name: &str| -> Option<&Topic> {
+    // A topic with the file it came from.
+    let find = |name: &str| -> Option<&(String, Topic)> {
         loaded
             .topics
             .iter()
-            .map(|(_, t)| t)
-            .find(|t| t.name_any() == name && t.namespace() == namespace)
+            .find(|(_, t)| t.name_any() == name && t.namespace() == namespace)
     };
     // Report a broken Topic against its own file, before the group is planned.
     for name in &group.spec.topics {
-        if let Some((topic_file, topic)) = loaded
-            .topics
-            .iter()
-            .find(|(_, t)| &t.name_any() == name && t.namespace() == namespace)
+        if let Some((topic_file, topic)) = find(name)
             && let Some(v) = crate::api::validation::validate_topic(&topic.spec).first()
         {
             return Err(format!("{topic_file}: Topic {name}: {v}"));
         }
     }
+    let lookup = |name: &str| find(name).map(|(_, t)| t);
     let allocation = plan_group(&group.spec, false, lookup, &consumers, previous.as_ref())
         .map_err(|e| format!("{file}: ConsumerGroup {}: {e}", group.name_any()))?;
     let text = match args.output {
