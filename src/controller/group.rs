@@ -352,19 +352,14 @@ fn idle_condition(
     let replicas = desired_replicas.map_or(0, |r| r.max(0) as u64);
     let ready = ready as u64;
     let (count, noun) = if replicas >= ready && desired_replicas.is_some() {
-        (replicas, "replicas")
+        (replicas, "replica")
     } else {
-        (ready, "consumers")
+        (ready, "consumer")
     };
-    let mut messages = Vec::new();
-    for (topic, queues) in per_topic {
-        if count > *queues {
-            messages.push(format!(
-                "{count} {noun}, {queues} queues on topic {topic}: {} consumers idle",
-                count - queues
-            ));
-        }
-    }
+    let messages: Vec<String> = per_topic
+        .iter()
+        .filter_map(|(topic, queues)| crate::plan::idle_on_topic(count, noun, *queues, topic))
+        .collect();
     if messages.is_empty() {
         Desired::new(
             IDLE,

@@ -5,7 +5,7 @@ mod input;
 mod output;
 
 pub use input::{consumer_strategy, previous_owners, topic_input};
-pub use output::{allocation_from, idle_summary};
+pub use output::{allocation_from, idle_on_topic, idle_summary};
 
 use crate::api::validation::{Violation, validate_group, validate_topic};
 use crate::api::{Allocation, ConsumerGroupSpec, MessageModel, Topic};

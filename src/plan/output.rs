@@ -22,6 +22,19 @@ fn plural(n: u64, word: &str) -> String {
     }
 }
 
+/// `8 replicas, 6 queues on topic orders: 2 consumers idle` when `count` (of `noun`s: consumers
+/// or replicas) exceeds the topic's readable queues.
+pub fn idle_on_topic(count: u64, noun: &str, queues: u64, topic: &str) -> Option<String> {
+    (count > queues).then(|| {
+        format!(
+            "{}, {} on topic {topic}: {} idle",
+            plural(count, noun),
+            plural(queues, "queue"),
+            plural(count - queues, "consumer"),
+        )
+    })
+}
+
 /// `6 consumers, 4 queues: 2 consumers will be idle`, or `None` when nobody is idle.
 pub fn idle_summary(allocation: &Allocation) -> Option<String> {
     (allocation.idle > 0).then(|| {
@@ -60,17 +73,9 @@ pub fn allocation_from(assignment: &Assignment, topics: &[TopicInput]) -> Alloca
 
     let mut warnings = Vec::new();
     if assignment.model == MessageModel::Clustering {
-        for t in &assignment.topics {
-            let q = u64::from(t.queue_count());
-            if consumers > q {
-                warnings.push(format!(
-                    "{} on topic {}: {} idle",
-                    format_args!("{}, {}", plural(consumers, "consumer"), plural(q, "queue")),
-                    t.topic,
-                    plural(consumers - q, "consumer"),
-                ));
-            }
-        }
+        warnings.extend(assignment.topics.iter().filter_map(|t| {
+            idle_on_topic(consumers, "consumer", u64::from(t.queue_count()), &t.topic)
+        }));
         if !idle_consumers.is_empty() && warnings.is_empty() {
             warnings.push(format!(
                 "{} of {} own no queue: {}",
