@@ -110,7 +110,7 @@ fn cel_rules_compile_in_scope_and_within_budget() {
             }
         });
         if crd.spec.names.kind == "ConsumerGroup" {
-            assert_eq!(rules, 5);
+            assert_eq!(rules, 6);
         }
     }
 }
@@ -186,6 +186,14 @@ fn consumers_need_exactly_one_source() {
         json!({"consumers": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "c"}, "selector": {"matchLabels": {"a": "b"}}}}),
     );
     let neither = spec(json!({"consumers": {}}));
+    let mut missing = spec(json!({}));
+    missing.as_object_mut().unwrap().remove("consumers");
+    let err = validator
+        .validate(&schema, &object(missing.clone()), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("consumers is required"), "{err}");
+    let parsed: ConsumerGroupSpec = serde_json::from_value(missing).unwrap();
+    assert!(!validate_group(&parsed, true).is_empty());
     for bad in [both, neither] {
         let err = validator
             .validate(&schema, &object(bad.clone()), None)

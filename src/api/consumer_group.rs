@@ -35,7 +35,8 @@ pub const DEFAULT_VIRTUAL_NODES: u32 = 10;
     validation = Rule::new("!has(self.consistentHash) || self.strategy == 'ConsistentHash' || (self.strategy == 'MachineRoomNearby' && has(self.nearby) && self.nearby.innerStrategy == 'ConsistentHash')").message("consistentHash is only allowed with strategy ConsistentHash or MachineRoomNearby with innerStrategy ConsistentHash"),
     validation = Rule::new("self.strategy == 'ByMachineRoom' ? has(self.machineRoom) : !has(self.machineRoom)").message("machineRoom is required with strategy ByMachineRoom and only allowed with it"),
     validation = Rule::new("!has(self.nearby) || self.strategy == 'MachineRoomNearby'").message("nearby is only allowed with strategy MachineRoomNearby"),
-    validation = Rule::new("self.strategy == 'ByConfig' ? has(self.byConfig) : !has(self.byConfig)").message("byConfig is required with strategy ByConfig and only allowed with it")
+    validation = Rule::new("self.strategy == 'ByConfig' ? has(self.byConfig) : !has(self.byConfig)").message("byConfig is required with strategy ByConfig and only allowed with it"),
+    validation = Rule::new("has(self.consumers)").message("consumers is required: set workloadRef or selector")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerGroupSpec {
@@ -62,8 +63,9 @@ pub struct ConsumerGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub by_config: Option<BTreeMap<String, Vec<QueueRange>>>,
-    /// Which pods consume: exactly one of `workloadRef` or `selector`. Required by the operator;
-    /// `rebalancer plan` takes consumers from the command line instead.
+    /// Which pods consume: exactly one of `workloadRef` or `selector`. Required in a cluster (a CEL
+    /// rule says so); optional in Rust because `rebalancer plan` takes consumers from its command
+    /// line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers: Option<ConsumersSpec>,
 }
