@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::controller::preflight::one_line;
 use crate::controller::{Settings, leader::LeaseLock};
 
 /// Log output format.
@@ -84,5 +85,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(crate::controller::run(settings))
+    let result = runtime.block_on(crate::controller::run(settings));
+    // A plain drop would wait for blocking tasks, e.g. a DNS lookup that has not timed out yet.
+    runtime.shutdown_background();
+    result.map_err(|e| one_line(&e))
 }

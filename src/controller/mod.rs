@@ -8,12 +8,14 @@ pub mod error;
 pub mod group;
 pub mod leader;
 pub mod metrics;
+pub mod preflight;
 pub mod server;
 pub mod sweep;
 pub mod topic;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,6 +23,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -123,80 +126,151 @@ where
     }
 }
 
-/// Runs the controllers for one namespace (or all) until shutdown.
-async fn run_scope(
-    client: Client,
+/// The caches of one scope that reconciles read. Until each holds a full list the operator's view
+/// is partial (a group not listed yet looks deleted to the sweeper), so readiness waits for them.
+struct Caches {
+    groups: Store<ConsumerGroup>,
+    topics: Store<Topic>,
+    labelled_pods: Store<Pod>,
+}
+
+impl Caches {
+    async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
+        self.groups.wait_until_ready().await?;
+        self.topics.wait_until_ready().await?;
+        self.labelled_pods.wait_until_ready().await
+    }
+}
+
+/// Sets `ready` once every cache of every scope has synced. Gives up (stays unready) when a
+/// controller stops before its first full list, which happens only on shutdown.
+async fn mark_ready_when_synced(caches: Vec<Caches>, ready: Arc<AtomicBool>) {
+    for cache in &caches {
+        if cache.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!("watch caches synced; ready");
+}
+
+/// Logs a reconcile failure that the error policy has already reported and requeued.
+async fn log_failure<T, E: std::fmt::Display>(what: &'static str, result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "{what}");
+    }
+}
+
+/// The ConsumerGroup controller of one scope: its cache and its loop.
+fn group_controller(
+    client: &Client,
     ctx: Arc<Context>,
-    namespace: Option<String>,
+    ns: Option<&str>,
     gained: watch::Receiver<u64>,
+) -> (
+    Store<ConsumerGroup>,
+    impl Future<Output = ()> + Send + use<>,
 ) {
-    let ns = namespace.as_deref();
     let groups = Controller::new(
-        scoped::<ConsumerGroup>(&client, ns),
+        scoped::<ConsumerGroup>(client, ns),
         watcher::Config::default().any_semantic(),
     );
     let store = groups.store();
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
-    let relead = leadership_gained(gained.clone());
     let group_loop = groups
         .watches(
-            scoped::<Topic>(&client, ns),
+            scoped::<Topic>(client, ns),
             watcher::Config::default().any_semantic(),
             move |t| groups_of_topic(&s1, &t),
         )
         .watches(
-            scoped::<Pod>(&client, ns),
+            scoped::<Pod>(client, ns),
             watcher::Config::default().any_semantic(),
             move |p| groups_of_pod(&s2, &p),
         )
         .watches(
-            scoped::<Deployment>(&client, ns),
+            scoped::<Deployment>(client, ns),
             watcher::Config::default().any_semantic(),
             move |d| groups_of_workload(&s3, "Deployment", d.namespace(), &d.name_any()),
         )
         .watches(
-            scoped::<StatefulSet>(&client, ns),
+            scoped::<StatefulSet>(client, ns),
             watcher::Config::default().any_semantic(),
             move |d| groups_of_workload(&s4, "StatefulSet", d.namespace(), &d.name_any()),
         )
-        .reconcile_all_on(relead)
+        .reconcile_all_on(leadership_gained(gained))
         // A rollout changes many pods within a second: plan once for the burst.
         .with_config(
             kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
         )
         .shutdown_on_signal()
-        .run(group::reconcile, error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "group reconcile");
-            }
-        });
-    let topic_loop = Controller::new(
-        scoped::<Topic>(&client, ns),
+        .run(group::reconcile, error_policy, ctx)
+        .for_each(|r| log_failure("group reconcile", r));
+    (store, group_loop)
+}
+
+/// The Topic controller of one scope: its cache and its loop.
+fn topic_controller(
+    client: &Client,
+    ctx: Arc<Context>,
+    ns: Option<&str>,
+    gained: watch::Receiver<u64>,
+) -> (Store<Topic>, impl Future<Output = ()> + Send + use<>) {
+    let topics = Controller::new(
+        scoped::<Topic>(client, ns),
         watcher::Config::default().any_semantic(),
-    )
-    .reconcile_all_on(leadership_gained(gained))
-    .shutdown_on_signal()
-    .run(topic::reconcile, error_policy, ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "topic reconcile");
-        }
-    });
+    );
+    let store = topics.store();
+    let topic_loop = topics
+        .reconcile_all_on(leadership_gained(gained))
+        .shutdown_on_signal()
+        .run(topic::reconcile, error_policy, ctx)
+        .for_each(|r| log_failure("topic reconcile", r));
+    (store, topic_loop)
+}
+
+/// The orphan sweep of one scope: its cache of labelled pods and its loop.
+fn sweep_controller(
+    client: &Client,
+    ctx: Arc<Context>,
+    ns: Option<&str>,
+    groups: Store<ConsumerGroup>,
+) -> (Store<Pod>, impl Future<Output = ()> + Send + use<>) {
     // Only labelled pods are cached here: the consumers, not the whole cluster.
     let labelled = watcher::Config::default()
         .labels(consumers::GROUP_LABEL)
         .any_semantic();
-    let sweep_ctx = Arc::new(sweep::SweepContext { ctx, groups: store });
-    let sweep_loop = Controller::new(scoped::<Pod>(&client, ns), labelled)
+    let pods = Controller::new(scoped::<Pod>(client, ns), labelled);
+    let store = pods.store();
+    let sweep_ctx = Arc::new(sweep::SweepContext { ctx, groups });
+    let sweep_loop = pods
         .shutdown_on_signal()
         .run(sweep::reconcile, error_policy, sweep_ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "orphan sweep");
-            }
-        });
-    tokio::join!(group_loop, topic_loop, sweep_loop);
+        .for_each(|r| log_failure("orphan sweep", r));
+    (store, sweep_loop)
+}
+
+/// The controllers of one namespace (or all): their caches, and a future that runs them until
+/// shutdown.
+fn run_scope(
+    client: &Client,
+    ctx: &Arc<Context>,
+    namespace: Option<&str>,
+    gained: &watch::Receiver<u64>,
+) -> (Caches, impl Future<Output = ()> + Send + use<>) {
+    let (groups, group_loop) = group_controller(client, ctx.clone(), namespace, gained.clone());
+    let (topics, topic_loop) = topic_controller(client, ctx.clone(), namespace, gained.clone());
+    let (labelled_pods, sweep_loop) =
+        sweep_controller(client, ctx.clone(), namespace, groups.clone());
+    let caches = Caches {
+        groups,
+        topics,
+        labelled_pods,
+    };
+    let loops = async move {
+        tokio::join!(group_loop, topic_loop, sweep_loop);
+    };
+    (caches, loops)
 }
 
 /// A stream that yields each time leadership is gained.
@@ -204,27 +278,42 @@ fn leadership_gained(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()
     tokio_stream::wrappers::WatchStream::from_changes(rx).map(|_| ())
 }
 
-/// `rebalancer run`.
-pub async fn run(settings: Settings) -> Result<(), String> {
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
-    // Fail early, with a hint, when the CRDs are missing.
-    let probe: Api<ConsumerGroup> = Api::all(client.clone());
-    if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
-        let scoped_ok = match settings.namespaces.first() {
-            Some(ns) => Api::<ConsumerGroup>::namespaced(client.clone(), ns)
-                .list(&kube::api::ListParams::default().limit(1))
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if !scoped_ok {
-            return Err(format!(
-                "cannot list ConsumerGroups ({e}); are the CRDs installed? kubectl apply -f crds/"
-            ));
-        }
+/// The scopes to watch: each `--namespace`, or all namespaces.
+fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
     }
+}
+
+fn log_started(settings: &Settings, server: &str) {
+    let namespaces = if settings.namespaces.is_empty() {
+        "all".to_owned()
+    } else {
+        settings.namespaces.join(",")
+    };
+    let leader_election = match &settings.lease {
+        Some(l) => format!("on (lease {}/{} as {})", l.namespace, l.name, l.identity),
+        None => "off".to_owned(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        api_server = %server,
+        namespaces = %namespaces,
+        leader_election = %leader_election,
+        metrics_addr = %settings.metrics_addr,
+        "operator started"
+    );
+}
+
+/// `rebalancer run`. Every start-up failure is returned as one line, before any controller starts.
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let listener = server::bind(settings.metrics_addr).await?;
+    let (client, api_server) = preflight::connect().await?;
+    let checks = preflight::checks(&settings.namespaces, settings.lease.as_ref());
+    preflight::run(&client, &api_server, &checks).await?;
+
     let metrics = Arc::new(metrics::Metrics::default());
     let (gained_tx, gained_rx) = watch::channel(0u64);
     let leadership = match &settings.lease {
@@ -237,28 +326,26 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         leadership.clone(),
         settings.instance.clone(),
     ));
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let server = server::serve(
-        settings.metrics_addr,
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(server::serve(
+        listener,
         metrics.clone(),
         leadership.clone(),
         ready.clone(),
-    );
-    let server = tokio::spawn(server);
+    ));
     let lease_task = settings
         .lease
         .clone()
         .map(|lease| tokio::spawn(lease.run(client.clone(), leadership.clone(), gained_tx)));
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
-    ready.store(true, std::sync::atomic::Ordering::SeqCst);
-    let loops = scopes
-        .into_iter()
-        .map(|ns| run_scope(client.clone(), ctx.clone(), ns, gained_rx.clone()));
-    futures::future::join_all(loops).await;
+    let (caches, loops): (Vec<_>, Vec<_>) = scopes(&settings.namespaces)
+        .iter()
+        .map(|ns| run_scope(&client, &ctx, ns.as_deref(), &gained_rx))
+        .unzip();
+    log_started(&settings, &api_server);
+    tokio::join!(
+        futures::future::join_all(loops),
+        mark_ready_when_synced(caches, ready)
+    );
     // The controllers stopped on SIGTERM/SIGINT: stop renewing, then hand the lease over.
     if let (Some(task), Some(lease)) = (lease_task, &settings.lease) {
         task.abort();
@@ -365,6 +452,65 @@ mod tests {
         drop(tx);
         assert_eq!(gained.next().await, Some(()));
         assert_eq!(gained.next().await, None);
+    }
+
+    struct Writers {
+        groups: reflector::store::Writer<ConsumerGroup>,
+        topics: reflector::store::Writer<Topic>,
+        labelled_pods: reflector::store::Writer<Pod>,
+    }
+
+    fn caches() -> (Caches, Writers) {
+        let (groups, groups_writer) = reflector::store();
+        let (topics, topics_writer) = reflector::store();
+        let (labelled_pods, pods_writer) = reflector::store();
+        let caches = Caches {
+            groups,
+            topics,
+            labelled_pods,
+        };
+        let writers = Writers {
+            groups: groups_writer,
+            topics: topics_writer,
+            labelled_pods: pods_writer,
+        };
+        (caches, writers)
+    }
+
+    #[tokio::test]
+    async fn ready_only_once_every_cache_of_every_scope_has_synced() {
+        let ((a, mut wa), (b, mut wb)) = (caches(), caches());
+        let ready = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(mark_ready_when_synced(vec![a, b], ready.clone()));
+        wa.groups.apply_watcher_event(&watcher::Event::InitDone);
+        wa.topics.apply_watcher_event(&watcher::Event::InitDone);
+        wa.labelled_pods
+            .apply_watcher_event(&watcher::Event::InitDone);
+        wb.groups.apply_watcher_event(&watcher::Event::InitDone);
+        wb.topics.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!ready.load(Ordering::SeqCst));
+        wb.labelled_pods
+            .apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ready.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_controller_stopped_before_syncing_leaves_the_operator_unready() {
+        let (a, writers) = caches();
+        let ready = Arc::new(AtomicBool::new(false));
+        drop(writers);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            mark_ready_when_synced(vec![a], ready.clone()),
+        )
+        .await
+        .unwrap();
+        assert!(!ready.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -7,29 +7,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use tokio::net::TcpListener;
 
 use super::leader::Leadership;
 use super::metrics::Metrics;
 
-/// Binds `addr` and serves until the process ends.
+/// Binds the address of `/metrics`, `/healthz` and `/readyz`. A failure stops the start-up: a
+/// replica without them would only be restarted by its liveness probe, with no explanation.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (--metrics-addr): {e}"))
+}
+
+/// Serves on `listener` until the process ends.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     metrics: Arc<Metrics>,
     leadership: Leadership,
     ready: Arc<AtomicBool>,
 ) {
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => {
-            if let Err(e) = axum::serve(listener, router(metrics, leadership, ready)).await {
-                tracing::error!(error = %e, "metrics server stopped");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, %addr, "cannot bind the metrics address"),
+    if let Err(e) = axum::serve(listener, router(metrics, leadership, ready)).await {
+        tracing::error!(error = %e, "metrics server stopped");
     }
 }
 
-/// The routes. Readiness does not depend on leadership: standby replicas are ready too (they
-/// take over when the lease expires).
+/// The routes. `/readyz` answers 503 until `ready` is set, once the watch caches have synced.
+/// Readiness does not depend on leadership: standby replicas are ready too (they take over when
+/// the lease expires).
 pub fn router(metrics: Arc<Metrics>, leadership: Leadership, ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route(
@@ -102,5 +107,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rebalancer_leader 0"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_is_a_start_up_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = bind(addr).await.unwrap_err();
+        assert!(
+            error.starts_with(&format!("cannot listen on {addr} (--metrics-addr): ")),
+            "{error}"
+        );
     }
 }
