@@ -63,7 +63,8 @@ pub async fn resolve(
             })?;
         return Ok(Resolved {
             selector,
-            desired_replicas: scale.spec.and_then(|s| s.replicas),
+            // The scale subresource omits a zero `spec.replicas`: absent means scaled to 0.
+            desired_replicas: Some(scale.spec.and_then(|s| s.replicas).unwrap_or(0)),
         });
     }
     let selector = spec.selector.clone().unwrap_or_default();

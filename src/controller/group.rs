@@ -145,6 +145,7 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
         &per_topic,
         resolved.desired_replicas,
         consumer_inputs.len(),
+        &allocation.idle_consumers,
     )];
     extra_conditions.extend(conditions::while_it_holds(
         &current.conditions,
@@ -340,6 +341,7 @@ fn idle_condition(
     per_topic: &[(String, u64)],
     desired_replicas: Option<i32>,
     ready: usize,
+    idle_consumers: &[String],
 ) -> Desired {
     if group.spec.message_model == MessageModel::Broadcasting {
         return Desired::new(
@@ -360,15 +362,39 @@ fn idle_condition(
         .iter()
         .filter_map(|(topic, queues)| crate::plan::idle_on_topic(count, noun, *queues, topic))
         .collect();
-    if messages.is_empty() {
-        Desired::new(
+    if !messages.is_empty() {
+        return Desired::new(IDLE, true, "MoreConsumersThanQueues", messages.join("; "));
+    }
+    // Enough queues, yet the strategy left someone without one (a hash ring with few virtual
+    // nodes, a ByConfig map, a zone with no broker): the condition must agree with the list.
+    if !idle_consumers.is_empty() {
+        return Desired::new(
             IDLE,
-            false,
-            "Balanced",
-            "every consumer owns at least one queue of each topic",
-        )
-    } else {
-        Desired::new(IDLE, true, "MoreConsumersThanQueues", messages.join("; "))
+            true,
+            "ConsumersWithoutQueues",
+            format!(
+                "{} of {} consumers own no queue under strategy {:?}: {}",
+                idle_consumers.len(),
+                ready,
+                group.spec.strategy,
+                name_some(idle_consumers, 10)
+            ),
+        );
+    }
+    Desired::new(
+        IDLE,
+        false,
+        "Balanced",
+        "every consumer owns at least one queue of each topic",
+    )
+}
+
+/// The first `max` names, and how many more.
+fn name_some(names: &[String], max: usize) -> String {
+    let shown = names[..names.len().min(max)].join(", ");
+    match names.len().saturating_sub(max) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
     }
 }
 

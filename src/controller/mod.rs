@@ -22,6 +22,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -132,13 +133,15 @@ struct Caches {
     groups: Store<ConsumerGroup>,
     topics: Store<Topic>,
     labelled_pods: Store<Pod>,
+    swept_groups: Store<ConsumerGroup>,
 }
 
 impl Caches {
     async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
         self.groups.wait_until_ready().await?;
         self.topics.wait_until_ready().await?;
-        self.labelled_pods.wait_until_ready().await
+        self.labelled_pods.wait_until_ready().await?;
+        self.swept_groups.wait_until_ready().await
     }
 }
 
@@ -234,20 +237,41 @@ fn sweep_controller(
     client: &Client,
     ctx: Arc<Context>,
     ns: Option<&str>,
-    groups: Store<ConsumerGroup>,
-) -> (Store<Pod>, impl Future<Output = ()> + Send + use<>) {
+) -> (
+    Store<Pod>,
+    Store<ConsumerGroup>,
+    impl Future<Output = ()> + Send + use<>,
+) {
     // Only labelled pods are cached here: the consumers, not the whole cluster.
     let labelled = watcher::Config::default()
         .labels(consumers::GROUP_LABEL)
         .any_semantic();
     let pods = Controller::new(scoped::<Pod>(client, ns), labelled);
     let store = pods.store();
-    let sweep_ctx = Arc::new(sweep::SweepContext { ctx, groups });
+    let members = store.clone();
+    // A deleted group changes none of its pods, so its deletion must start their sweep. The
+    // sweep reads its own copy of the groups, updated before the event that triggers it: the
+    // group controller's cache may not have seen the deletion yet.
+    let (groups, writer) = kube::runtime::reflector::store::<ConsumerGroup>();
+    let group_events = kube::runtime::reflector(
+        writer,
+        watcher(
+            scoped::<ConsumerGroup>(client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+    let sweep_ctx = Arc::new(sweep::SweepContext {
+        ctx,
+        groups: groups.clone(),
+    });
     let sweep_loop = pods
+        .watches_stream(group_events, move |g| sweep::pods_of_group(&members, &g))
         .shutdown_on_signal()
         .run(sweep::reconcile, error_policy, sweep_ctx)
         .for_each(|r| log_failure("orphan sweep", r));
-    (store, sweep_loop)
+    (store, groups, sweep_loop)
 }
 
 /// The controllers of one namespace (or all): their caches, and a future that runs them until
@@ -260,12 +284,13 @@ fn run_scope(
 ) -> (Caches, impl Future<Output = ()> + Send + use<>) {
     let (groups, group_loop) = group_controller(client, ctx.clone(), namespace, gained.clone());
     let (topics, topic_loop) = topic_controller(client, ctx.clone(), namespace, gained.clone());
-    let (labelled_pods, sweep_loop) =
-        sweep_controller(client, ctx.clone(), namespace, groups.clone());
+    let (labelled_pods, swept_groups, sweep_loop) =
+        sweep_controller(client, ctx.clone(), namespace);
     let caches = Caches {
         groups,
         topics,
         labelled_pods,
+        swept_groups,
     };
     let loops = async move {
         tokio::join!(group_loop, topic_loop, sweep_loop);
@@ -458,21 +483,25 @@ mod tests {
         groups: reflector::store::Writer<ConsumerGroup>,
         topics: reflector::store::Writer<Topic>,
         labelled_pods: reflector::store::Writer<Pod>,
+        swept_groups: reflector::store::Writer<ConsumerGroup>,
     }
 
     fn caches() -> (Caches, Writers) {
         let (groups, groups_writer) = reflector::store();
         let (topics, topics_writer) = reflector::store();
         let (labelled_pods, pods_writer) = reflector::store();
+        let (swept_groups, swept_writer) = reflector::store();
         let caches = Caches {
             groups,
             topics,
             labelled_pods,
+            swept_groups,
         };
         let writers = Writers {
             groups: groups_writer,
             topics: topics_writer,
             labelled_pods: pods_writer,
+            swept_groups: swept_writer,
         };
         (caches, writers)
     }
@@ -485,6 +514,10 @@ mod tests {
         wa.groups.apply_watcher_event(&watcher::Event::InitDone);
         wa.topics.apply_watcher_event(&watcher::Event::InitDone);
         wa.labelled_pods
+            .apply_watcher_event(&watcher::Event::InitDone);
+        wa.swept_groups
+            .apply_watcher_event(&watcher::Event::InitDone);
+        wb.swept_groups
             .apply_watcher_event(&watcher::Event::InitDone);
         wb.groups.apply_watcher_event(&watcher::Event::InitDone);
         wb.topics.apply_watcher_event(&watcher::Event::InitDone);

@@ -33,6 +33,18 @@ pub fn orphaned_from(pod: &Pod, groups: &Store<ConsumerGroup>) -> Option<String>
     groups.get(&key).is_none().then(|| group.clone())
 }
 
+/// The labelled pods of `group` in the sweep's cache.
+pub fn pods_of_group(pods: &Store<Pod>, group: &ConsumerGroup) -> Vec<ObjectRef<Pod>> {
+    let namespace = group.namespace();
+    let name = group.name_any();
+    pods.state()
+        .iter()
+        .filter(|p| p.namespace() == namespace)
+        .filter(|p| p.labels().get(GROUP_LABEL) == Some(&name))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
 /// Cleans one labelled pod if its group is gone.
 pub async fn reconcile(pod: Arc<Pod>, sweep: Arc<SweepContext>) -> Result<Action, Error> {
     let ctx = &sweep.ctx;
@@ -42,6 +54,10 @@ pub async fn reconcile(pod: Arc<Pod>, sweep: Arc<SweepContext>) -> Result<Action
     // An empty cache at start-up would make every group look deleted.
     if sweep.groups.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    // A pod on its way out is not worth a patch (and would often answer 404).
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
     }
     let Some(group) = orphaned_from(&pod, &sweep.groups) else {
         return Ok(Action::await_change());
@@ -97,5 +113,27 @@ mod tests {
             Some("live")
         );
         assert_eq!(orphaned_from(&pod("a", None), &groups), None);
+    }
+
+    #[test]
+    fn a_group_maps_to_its_labelled_pods_of_its_namespace() {
+        let (pods, mut writer) = reflector::store::<Pod>();
+        for (ns, name, group) in [("a", "p1", "g"), ("a", "p2", "other"), ("b", "p3", "g")] {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": ns, "labels": {GROUP_LABEL: group}}
+            }))
+            .unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(pod));
+        }
+        let group: ConsumerGroup = serde_json::from_value(json!({
+            "apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup",
+            "metadata": {"name": "g", "namespace": "a"}, "spec": {"topics": ["t"]}
+        }))
+        .unwrap();
+        let names: Vec<String> = pods_of_group(&pods, &group)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["p1"]);
     }
 }
