@@ -32,6 +32,10 @@ pub const TRUNCATED: &str = "StatusTruncated";
 /// Condition type: some pods' queues are too many for their annotation.
 pub const ANNOTATIONS_TRUNCATED: &str = "AnnotationsTruncated";
 
+/// Retry of a reconcile whose view was older than the server's group (normally the watch event
+/// of the newer group comes first).
+const STALE_RETRY: Duration = Duration::from_secs(2);
+
 /// How often a group is re-planned without any event (drift safety net).
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -187,8 +191,9 @@ async fn reconcile_inner(group: &ConsumerGroup, ctx: &Context) -> Result<Action,
     // Pods first: consumers read their annotation, the status is a report.
     annotate_pods(ctx, &pods_api, &pods, &name, &annotations).await?;
 
-    if status != current {
-        write_status(ctx, &namespace, &name, &status).await?;
+    if status != current && !write_status(ctx, group, &status).await? {
+        // Our view was stale: the newer group is on its way and reconciles again.
+        return Ok(Action::requeue(STALE_RETRY));
     }
     if rebalanced {
         ctx.metrics
@@ -473,25 +478,38 @@ async fn annotate_pods(
     Ok(())
 }
 
+/// Writes `status` computed from `group`, only if the server still holds that version of the
+/// group: a status computed from an older view (a reconcile queued behind our own write) must not
+/// roll back a newer one. Returns whether it was written.
 async fn write_status(
     ctx: &Context,
-    namespace: &str,
-    name: &str,
+    group: &ConsumerGroup,
     status: &ConsumerGroupStatus,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     if !ctx.leadership.is_leader() {
-        return Ok(());
+        return Ok(true);
     }
-    let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), namespace);
+    let namespace = group.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
     let body = json!({
         "apiVersion": crate::api::API_VERSION,
         "kind": "ConsumerGroup",
+        // A precondition of server-side apply: 409 Conflict when the group changed since.
+        "metadata": {"resourceVersion": group.resource_version()},
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &Patch::Apply(&body))
-        .await?;
-    Ok(())
+    match api
+        .patch_status(&group.name_any(), &params, &Patch::Apply(&body))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            tracing::debug!(group = %group.name_any(), "status computed from a stale view; not written");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Failure: `Ready=False` with the error's reason, everything else (assignments, annotations)
@@ -518,9 +536,8 @@ async fn fail(
         group.meta().generation,
         now,
     );
-    if status != *current {
-        let namespace = group.namespace().ok_or(Error::NoNamespace)?;
-        write_status(ctx, &namespace, &group.name_any(), &status).await?;
+    if status != *current && !write_status(ctx, group, &status).await? {
+        return Ok(());
     }
     if conditions::changed(&current.conditions, &status.conditions, READY) {
         ctx.event(&group.object_ref(&()), true, reason, "Rebalance", message)
