@@ -5,3 +5,4 @@ pub mod assign;
 pub mod cli;
 pub mod controller;
 pub mod plan;
+pub mod rocketmq;
