@@ -1,0 +1,387 @@
+//! A real RocketMQ for the tests: rocketmq-rust's NameServer and Broker(s), from `ROCKETMQ_BIN`
+//! (a folder holding `rocketmq-namesrv-rust` and `rocketmq-broker-rust`).
+//!
+//! [`RocketMq::start`] runs one NameServer and one broker on free ports ([`RocketMq::start_with`]:
+//! more brokers of one cluster, more NameServers), with `ROCKETMQ_HOME`, `HOME`, the working
+//! directory and the stores in a temp dir; processes are spawned with [`super::envtest::spawn`]
+//! (`PR_SET_PDEATHSIG`, so they die with the test process) and stopped (SIGTERM, then SIGKILL) on
+//! `Drop`. It returns once every NameServer lists every broker in its cluster info.
+//!
+//! Brokers re-register with the NameServers every 10 s (`registerNameServerPeriod=10000`, the
+//! smallest period rocketmq-rust accepts, as Apache RocketMQ): a restarted NameServer knows the
+//! brokers again within about 10 s.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rebalancer::rocketmq::{RemotingClient, Timeouts};
+
+use super::envtest::{spawn, stop};
+
+/// Set (to `1`) where the RocketMQ tests must run: a missing `ROCKETMQ_BIN` is then a failure.
+pub const REQUIRE_VAR: &str = "REBALANCER_REQUIRE_ROCKETMQ";
+
+/// The folder of the servers, or `None` after printing why the test is skipped.
+pub fn bin_dir(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("ROCKETMQ_BIN").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") => {
+            panic!("{REQUIRE_VAR}=1 but ROCKETMQ_BIN is not set: the RocketMQ tests must run here")
+        }
+        None => {
+            println!(
+                "SKIP {test}: ROCKETMQ_BIN is not set (a folder with rocketmq-namesrv-rust and \
+                 rocketmq-broker-rust: `cargo install --locked rocketmq-namesrv rocketmq-broker`, \
+                 or ../shared/rocketmq/bin)"
+            );
+            None
+        }
+    }
+}
+
+/// Name of the cluster the brokers join.
+pub const CLUSTER: &str = "DefaultCluster";
+
+/// One broker process.
+pub struct Broker {
+    /// `brokerName`, `broker-a`, `broker-b`, ...
+    pub name: String,
+    /// `127.0.0.1:listenPort`, as registered with the NameServer.
+    pub addr: String,
+    child: Mutex<Option<Child>>,
+}
+
+/// NameServers and their brokers.
+pub struct RocketMq {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    bin: PathBuf,
+    namesrv_ports: Vec<u16>,
+    namesrvs: Vec<Mutex<Option<Child>>>,
+    /// The brokers, in start order.
+    pub brokers: Vec<Broker>,
+}
+
+/// Ports handed out by this process (never twice, even after their processes stop).
+fn taken() -> &'static Mutex<HashSet<u16>> {
+    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    TAKEN.get_or_init(Default::default)
+}
+
+/// Whether `port` can be bound on every interface right now.
+fn bindable(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+        && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// `n` consecutive ports `base..base+n`, all bindable, none handed out before, below the
+/// kernel's ephemeral range (32768+) so that no outgoing connection takes one meanwhile.
+fn free_run(n: u16) -> u16 {
+    let mut taken = taken().lock().unwrap();
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        let base = 20000 + (h.finish() % 12000) as u16;
+        let ports: Vec<u16> = (base..base + n).collect();
+        if ports.iter().all(|p| !taken.contains(p) && bindable(*p)) {
+            taken.extend(&ports);
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports in 20000..32000");
+}
+
+fn spawn_logged(mut command: Command, dir: &Path, log: &str) -> std::io::Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(log))?;
+    let mut header = file.try_clone()?;
+    let _ = writeln!(header, "--- start {:?}", command.get_program());
+    command
+        .current_dir(dir)
+        .env("ROCKETMQ_HOME", dir.join("home"))
+        .env("HOME", dir.join("home"))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    spawn(command)
+}
+
+impl RocketMq {
+    /// A NameServer and one broker (`broker-a`); `None` (after a SKIP line) without
+    /// `ROCKETMQ_BIN`. Servers that do not come up fail the test.
+    pub async fn start(test: &str) -> Option<RocketMq> {
+        RocketMq::start_with(test, 1, 1).await
+    }
+
+    /// `namesrvs` NameServers and `brokers` brokers (`broker-a`, `broker-b`, ...) of one
+    /// cluster, each broker registered with every NameServer.
+    pub async fn start_with(test: &str, brokers: usize, namesrvs: usize) -> Option<RocketMq> {
+        let bin = bin_dir(test)?;
+        match RocketMq::try_start(&bin, brokers, namesrvs).await {
+            Ok(mq) => Some(mq),
+            Err(e) => panic!("RocketMQ did not start for {test}: {e}"),
+        }
+    }
+
+    async fn try_start(bin: &Path, brokers: usize, namesrvs: usize) -> Result<RocketMq, String> {
+        let tmp = tempfile::Builder::new()
+            .prefix("rocketmq-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let dir = tmp.path().to_path_buf();
+        std::fs::create_dir_all(dir.join("home")).map_err(|e| e.to_string())?;
+        let mut mq = RocketMq {
+            _dir: tmp,
+            dir: dir.clone(),
+            bin: bin.to_path_buf(),
+            namesrv_ports: (0..namesrvs).map(|_| free_run(1)).collect(),
+            namesrvs: (0..namesrvs).map(|_| Mutex::new(None)).collect(),
+            brokers: Vec::new(),
+        };
+        for i in 0..namesrvs {
+            mq.start_namesrv_at(i)?;
+        }
+        for i in 0..brokers {
+            let name = format!("broker-{}", (b'a' + i as u8) as char);
+            // listenPort - 2 (the "fast" port), listenPort, and haListenPort = listenPort + 1.
+            let base = free_run(4);
+            let listen = base + 2;
+            let store = dir.join(format!("store-{name}"));
+            let props = dir.join(format!("{name}.properties"));
+            std::fs::write(
+                &props,
+                format!(
+                    "brokerName={name}\nbrokerClusterName={CLUSTER}\nbrokerId=0\n\
+                     brokerIP1=127.0.0.1\nlistenPort={listen}\nhaListenPort={ha}\n\
+                     namesrvAddr={ns}\nstorePathRootDir={store}\n\
+                     registerNameServerPeriod=10000\n",
+                    ha = listen + 1,
+                    ns = mq.namesrv_addrs().join(";"),
+                    store = store.display(),
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            let program = bin.join("rocketmq-broker-rust");
+            let mut command = Command::new(&program);
+            command.arg("-c").arg(&props);
+            let child = spawn_logged(command, &dir, &format!("{name}.log"))
+                .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+            mq.brokers.push(Broker {
+                name,
+                addr: format!("127.0.0.1:{listen}"),
+                child: Mutex::new(Some(child)),
+            });
+        }
+        mq.wait_registered(super::deadline()).await?;
+        Ok(mq)
+    }
+
+    /// `127.0.0.1:port` of the first NameServer.
+    pub fn namesrv_addr(&self) -> String {
+        self.namesrv_addrs().swap_remove(0)
+    }
+
+    /// `127.0.0.1:port` of every NameServer.
+    pub fn namesrv_addrs(&self) -> Vec<String> {
+        self.namesrv_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// The first broker's address.
+    pub fn broker_addr(&self) -> &str {
+        &self.brokers[0].addr
+    }
+
+    /// Starts the first NameServer (again, on the same port).
+    pub fn start_namesrv(&self) -> Result<(), String> {
+        self.start_namesrv_at(0)
+    }
+
+    /// Stops the first NameServer (SIGTERM, then SIGKILL); the brokers keep running.
+    pub fn stop_namesrv(&self) {
+        self.stop_namesrv_at(0)
+    }
+
+    /// Starts NameServer `i` (again, on the same port).
+    pub fn start_namesrv_at(&self, i: usize) -> Result<(), String> {
+        let program = self.bin.join("rocketmq-namesrv-rust");
+        let mut command = Command::new(&program);
+        command
+            .args(["--listenPort", &self.namesrv_ports[i].to_string()])
+            .args(["--bindAddress", "127.0.0.1"]);
+        let child = spawn_logged(command, &self.dir, &format!("namesrv-{i}.log"))
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        *self.namesrvs[i].lock().unwrap() = Some(child);
+        Ok(())
+    }
+
+    /// Stops NameServer `i` (SIGTERM, then SIGKILL).
+    pub fn stop_namesrv_at(&self, i: usize) {
+        if let Some(mut child) = self.namesrvs[i].lock().unwrap().take() {
+            stop(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Polls the cluster info of every running NameServer until it lists every broker at its
+    /// address, failing early when a process exited.
+    pub async fn wait_registered(&self, within: Duration) -> Result<(), String> {
+        for (i, addr) in self.namesrv_addrs().iter().enumerate() {
+            if self.namesrvs[i].lock().unwrap().is_some() {
+                self.wait_registered_at(addr, within).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the cluster info of the NameServer at `addr` until it lists every broker.
+    pub async fn wait_registered_at(&self, addr: &str, within: Duration) -> Result<(), String> {
+        let until = Instant::now() + within;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(2),
+        };
+        let mut last = String::new();
+        while Instant::now() < until {
+            self.check_alive()?;
+            let info = match RemotingClient::connect(addr, timeouts).await {
+                Ok(client) => client.cluster_info().await,
+                Err(e) => Err(e),
+            };
+            match info {
+                Ok(info) => {
+                    let missing: Vec<&str> = self
+                        .brokers
+                        .iter()
+                        .filter(|b| {
+                            info.broker_addr_table
+                                .get(&b.name)
+                                .and_then(|d| d.master_addr())
+                                != Some(b.addr.as_str())
+                        })
+                        .map(|b| b.name.as_str())
+                        .collect();
+                    if missing.is_empty() {
+                        return Ok(());
+                    }
+                    last = format!("not registered yet: {missing:?}; cluster info {info:?}");
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "brokers not registered with {addr} within {within:?}: {last}\n{}",
+            self.logs_tail()
+        ))
+    }
+
+    fn check_alive(&self) -> Result<(), String> {
+        for (i, namesrv) in self.namesrvs.iter().enumerate() {
+            if let Some(child) = namesrv.lock().unwrap().as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!(
+                    "NameServer {i} exited ({status})\n{}",
+                    self.logs_tail()
+                ));
+            }
+        }
+        for broker in &self.brokers {
+            if let Some(child) = broker.child.lock().unwrap().as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!(
+                    "{} exited ({status})\n{}",
+                    broker.name,
+                    self.logs_tail()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last lines of every server's log, for failure messages.
+    pub fn logs_tail(&self) -> String {
+        let tail = |name: &str| {
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            format!(
+                "--- {name} (tail)\n{}",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            )
+        };
+        (0..self.namesrvs.len())
+            .map(|i| tail(&format!("namesrv-{i}.log")))
+            .chain(
+                self.brokers
+                    .iter()
+                    .map(|b| tail(&format!("{}.log", b.name))),
+            )
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl RocketMq {
+    /// Stops every process: brokers first (they unregister), then the NameServers.
+    fn stop_all(&self) {
+        for broker in &self.brokers {
+            if let Some(mut child) = broker.child.lock().unwrap().take() {
+                stop(&mut child, Duration::from_secs(10));
+            }
+        }
+        for i in 0..self.namesrvs.len() {
+            self.stop_namesrv_at(i);
+        }
+    }
+}
+
+impl Drop for RocketMq {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+static SHARED: tokio::sync::OnceCell<RocketMq> = tokio::sync::OnceCell::const_new();
+
+extern "C" fn stop_shared() {
+    if let Some(mq) = SHARED.get() {
+        mq.stop_all();
+        let _ = std::fs::remove_dir_all(&mq.dir);
+    }
+}
+
+/// The RocketMQ of this test binary — one NameServer, two brokers (`broker-a`, `broker-b`) of
+/// [`CLUSTER`] — started on first use; `None` (after one SKIP line) without `ROCKETMQ_BIN`.
+/// Tests that stop a server start their own with [`RocketMq::start_with`].
+pub async fn shared(test: &str) -> Option<&'static RocketMq> {
+    let bin = bin_dir(test)?;
+    let mq = SHARED
+        .get_or_init(|| async move {
+            // SAFETY: registers a plain function; called once.
+            unsafe {
+                libc::atexit(stop_shared);
+            }
+            match RocketMq::try_start(&bin, 2, 1).await {
+                Ok(mq) => mq,
+                Err(e) => panic!("the shared RocketMQ did not start: {e}"),
+            }
+        })
+        .await;
+    Some(mq)
+}
