@@ -11,7 +11,8 @@ use crate::api::validation::{Violation, validate_group, validate_topic};
 use crate::api::{Allocation, ConsumerGroupSpec, MessageModel, Topic};
 use crate::assign::{self, AssignError, ConsumerInput, GroupInput};
 
-/// Why a group could not be planned. Variant names become Kubernetes Event reasons.
+/// Why a group could not be planned. [`PlanError::reason`] is the Kubernetes Event / condition
+/// reason, [`PlanError::category`] the metric label.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The spec of the group or of one of its topics breaks a rule.
@@ -26,12 +27,22 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    /// The Event reason / condition reason for this error.
+    /// The Event reason / condition reason for this error: `InvalidSpec`, `TopicNotFound`, or the
+    /// engine's own reason (`NoReadableQueues`, `MissingConsumerZone`, `UnknownQueue`, ...).
     pub fn reason(&self) -> &'static str {
         match self {
             PlanError::InvalidSpec(_) => "InvalidSpec",
             PlanError::TopicNotFound(_) => "TopicNotFound",
-            PlanError::AllocationFailed(_) => "AllocationFailed",
+            PlanError::AllocationFailed(e) => e.reason(),
+        }
+    }
+
+    /// A low-cardinality label for metrics: `InvalidSpec`, `TopicNotFound` or `Allocation`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            PlanError::InvalidSpec(_) => "InvalidSpec",
+            PlanError::TopicNotFound(_) => "TopicNotFound",
+            PlanError::AllocationFailed(e) => e.category(),
         }
     }
 }
@@ -85,4 +96,38 @@ pub fn plan_group<'t>(
         previous: previous.as_deref(),
     })?;
     Ok(allocation_from(&assignment, &topics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_what_happened_and_categories_stay_few() {
+        let invalid = PlanError::InvalidSpec(vec![Violation {
+            field: "spec.topics".into(),
+            message: "required".into(),
+        }]);
+        assert_eq!(invalid.reason(), "InvalidSpec");
+        assert_eq!(invalid.category(), "InvalidSpec");
+        assert_eq!(invalid.to_string(), "spec.topics: required");
+
+        let missing = PlanError::TopicNotFound("orders".into());
+        assert_eq!(missing.reason(), "TopicNotFound");
+        assert_eq!(missing.category(), "TopicNotFound");
+        assert_eq!(missing.to_string(), "spec.topics: topic orders not found");
+
+        let empty = PlanError::from(AssignError::NoQueues {
+            topic: "orders".into(),
+        });
+        assert_eq!(empty.reason(), "NoReadableQueues");
+        assert_eq!(empty.category(), "Allocation");
+        assert_eq!(empty.to_string(), "topic orders has no readable queues");
+
+        let zone = PlanError::from(AssignError::MissingConsumerZone {
+            consumer: "c-0".into(),
+        });
+        assert_eq!(zone.reason(), "MissingConsumerZone");
+        assert_eq!(zone.category(), "Allocation");
+    }
 }
