@@ -3,9 +3,11 @@
 
 mod input;
 mod output;
+mod warning;
 
 pub use input::{consumer_strategy, previous_owners, topic_input};
-pub use output::{allocation_from, idle_on_topic, idle_summary};
+pub use output::{allocation_from, plan_from};
+pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
 
 use crate::api::validation::{Violation, validate_group, validate_topic};
 use crate::api::{Allocation, ConsumerGroupSpec, MessageModel, Topic};
@@ -47,6 +49,16 @@ impl PlanError {
     }
 }
 
+/// A planned group: the allocation (as written to the status) and its warnings, typed.
+/// `allocation.warnings` holds the texts of `warnings`, in the same order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What the operator writes to the status and `plan -o json` prints.
+    pub allocation: Allocation,
+    /// The warnings, typed.
+    pub warnings: Vec<PlanWarning>,
+}
+
 fn join(v: &[Violation]) -> String {
     v.iter()
         .map(ToString::to_string)
@@ -63,6 +75,18 @@ pub fn plan_group<'t>(
     consumers: &[ConsumerInput],
     previous: Option<&Allocation>,
 ) -> Result<Allocation, PlanError> {
+    plan_group_with_warnings(spec, require_consumers, lookup, consumers, previous)
+        .map(|p| p.allocation)
+}
+
+/// [`plan_group`], with the warnings typed as well.
+pub fn plan_group_with_warnings<'t>(
+    spec: &ConsumerGroupSpec,
+    require_consumers: bool,
+    lookup: impl Fn(&str) -> Option<&'t Topic>,
+    consumers: &[ConsumerInput],
+    previous: Option<&Allocation>,
+) -> Result<Plan, PlanError> {
     let violations = validate_group(spec, require_consumers);
     if !violations.is_empty() {
         return Err(PlanError::InvalidSpec(violations));
@@ -95,7 +119,7 @@ pub fn plan_group<'t>(
         model,
         previous: previous.as_deref(),
     })?;
-    Ok(allocation_from(&assignment, &topics))
+    Ok(plan_from(&assignment, &topics))
 }
 
 #[cfg(test)]
