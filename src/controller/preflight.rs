@@ -156,6 +156,12 @@ pub fn checks(namespaces: &[String], lease: Option<&LeaseLock>) -> Vec<Check> {
 pub async fn connect() -> Result<(Client, String), String> {
     let mut config = Config::infer().await.map_err(|e| config_error(&e))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
+    // The API server names writes without a field manager after the User-Agent; kube sends none,
+    // which reads "unknown" in managedFields and audit logs.
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(concat!("rebalancer/", env!("CARGO_PKG_VERSION"))),
+    ));
     let server = config
         .cluster_url
         .to_string()
