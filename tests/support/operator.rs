@@ -154,7 +154,7 @@ impl Operator {
     pub fn forbidden_lines(&self) -> Vec<String> {
         self.logs()
             .lines()
-            .filter(|l| l.contains("forbidden") || l.contains("Forbidden") || l.contains(" 403"))
+            .filter(|l| l.to_ascii_lowercase().contains("forbidden") || l.contains("code: 403"))
             .map(str::to_string)
             .collect()
     }
