@@ -23,7 +23,8 @@ pub enum Output {
 /// Arguments of `rebalancer plan`.
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
-    /// YAML file(s) with Topic and ConsumerGroup objects; `-` reads stdin. Other kinds are skipped.
+    /// YAML file(s) with Topic and ConsumerGroup objects; `-` reads stdin. Other kinds are skipped,
+    /// except an unknown kind of rebalancer.dev (a typo), which is an error.
     #[arg(short = 'f', long = "file", required = true)]
     pub files: Vec<String>,
     /// The ConsumerGroup to plan (needed when the files hold several).
