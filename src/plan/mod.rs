@@ -3,10 +3,12 @@
 
 mod input;
 mod output;
+pub mod topic_status;
 mod warning;
 
 pub use input::{consumer_strategy, previous_owners, topic_input};
 pub use output::{allocation_from, plan_from};
+pub use topic_status::{TopicCondition, topic_status};
 pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
 
 use crate::api::validation::{Violation, validate_group, validate_topic};
