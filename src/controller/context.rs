@@ -84,16 +84,19 @@ impl Context {
         let Some(namespace) = reference.namespace.clone() else {
             return;
         };
+        let now = Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!(
-                    "{}.",
-                    reference.name.as_deref().unwrap_or("rebalancer")
+                // client-go's naming: the object's name and the time in hex nanoseconds.
+                name: Some(format!(
+                    "{}.{:x}",
+                    reference.name.as_deref().unwrap_or("rebalancer"),
+                    now.as_nanosecond()
                 )),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
-            event_time: Some(MicroTime(Timestamp::now())),
+            event_time: Some(MicroTime(now)),
             type_: Some(if warning { "Warning" } else { "Normal" }.into()),
             reason: Some(reason.into()),
             action: Some(action.into()),

@@ -58,7 +58,8 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&body),
         )
-        .await?;
+        .await
+        .map_err(|e| Error::kube(format!("apply status of topic {namespace}/{}", topic.name_any()), e))?;
     }
     let reference = topic.object_ref(&());
     for type_ in [QUEUE_MISMATCH, "Ready"] {
