@@ -582,3 +582,7 @@ fn failure_with(
         outcome: Outcome::Failed(reason),
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;
