@@ -1089,6 +1089,47 @@ async fn queues_too_many_for_an_annotation_are_reported_not_written() {
     server.finish(ctx).await;
 }
 
+#[tokio::test]
+async fn truncated_status_and_oversized_annotation_settle() {
+    // Neither the status nor consumer-b's annotation can hold consumer-b's queues.
+    let (mut server, mut ctx) = setup(Leadership::always());
+    let budgets = Arc::get_mut(&mut ctx).unwrap();
+    budgets.status_budget = TINY_BUDGET;
+    budgets.annotation_budget = 57;
+    let group = group_json("Averagely", None);
+    let mut world = World::new(
+        group.clone(),
+        2,
+        &[pod("consumer-a", true, None), pod("consumer-b", true, None)],
+    );
+    world.topics = vec![orders(11)];
+    server.start_group(&ctx, &world);
+    server.patch_member("consumer-a", &queues("0-5")).await;
+    let patch = server.patch_pod("consumer-b").await;
+    assert_eq!(
+        patch,
+        json!({"metadata": {"labels": {GROUP_LABEL: GROUP}, "annotations": {QUEUES_ANNOTATION: null}}})
+    );
+    let status = server.apply_group_status(&group).await;
+    server.group_event("Normal", "Rebalanced").await;
+    server.settle().await.expect("reconcile");
+    assert_eq!(status["assignmentsTruncated"], true);
+    assert_eq!(condition(&status, "AnnotationsTruncated")["status"], "True");
+
+    // Converged: consumer-b labelled without an annotation. Nothing to write, no second
+    // Rebalanced (it used to be re-reported at every reconcile).
+    let mut labelled_only = pod("consumer-b", true, Some("unused"));
+    labelled_only["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove(QUEUES_ANNOTATION);
+    world.group["status"] = status;
+    world.pods = vec![pod("consumer-a", true, Some(&queues("0-5"))), labelled_only];
+    server.start_group(&ctx, &world);
+    server.settle().await.expect("second reconcile");
+    server.finish(ctx).await;
+}
+
 // Failure injection.
 
 #[tokio::test]

@@ -173,6 +173,19 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             "every consumer's queues fit in its annotation",
         ),
     ));
+    // With the status truncated, the assignment in force is read from the annotations, where a
+    // member whose queues do not fit has none: taken as unchanged while they still do not fit,
+    // or a converged group would count as rebalanced (status write, Event) at every reconcile.
+    let previous = match previous {
+        Some(p) if current.assignments_truncated => Some(with_unannotated(
+            p,
+            &snapshot.labelled,
+            &group.name_any(),
+            &allocation,
+            &oversized,
+        )),
+        other => other,
+    };
     let (mut status, rebalanced) = build_status(
         group,
         &current,
@@ -367,6 +380,30 @@ fn previous_allocation(
         assignments,
         ..Allocation::default()
     })
+}
+
+/// `previous`, read from the annotations, completed with what `allocation` gives the members
+/// labelled without an annotation because their queues did not fit in one, as long as they
+/// still do not fit: the queues in force are not written anywhere for those.
+fn with_unannotated(
+    mut previous: Allocation,
+    labelled: &[std::sync::Arc<Pod>],
+    group: &str,
+    allocation: &Allocation,
+    oversized: &[&str],
+) -> Allocation {
+    for pod in labelled {
+        let name = pod.name_any();
+        if pod.labels().get(GROUP_LABEL).map(String::as_str) != Some(group)
+            || pod.annotations().contains_key(consumers::QUEUES_ANNOTATION)
+            || !oversized.contains(&name.as_str())
+        {
+            continue;
+        }
+        let unseen = allocation.assignments.iter().find(|a| a.consumer == name);
+        previous.assignments.extend(unseen.cloned());
+    }
+    previous
 }
 
 /// The status to write, and whether the assignment changed.

@@ -613,3 +613,55 @@ fn now_appears_only_in_transition_times_and_the_last_rebalance() {
         }
     }
 }
+
+#[test]
+fn truncated_status_with_an_oversized_annotation_converges() {
+    // Neither the status nor b's annotation can hold b's queues (0-5 fits in 57 bytes, 6-10
+    // does not): the annotations are the assignment in force, and b's are not there.
+    let budgets = Budgets {
+        status: 300,
+        annotation: 57,
+    };
+    let s = snapshot(group(json!({})), vec![orders(11)], vec![pod("a"), pod("b")]);
+    let first = decide(&s, at(0), budgets);
+    assert!(first.status.assignments_truncated);
+    assert_eq!(
+        first.pod_patches,
+        [
+            (
+                "a".to_string(),
+                consumers::member_patch(GROUP, &queues("0-5"))
+            ),
+            ("b".to_string(), consumers::oversized_patch(GROUP)),
+        ]
+    );
+    assert_eq!(
+        condition(&first.status, ANNOTATIONS_TRUNCATED).status,
+        "True"
+    );
+
+    let converged = applied(&s, &first);
+    let d = decide(&converged, at(60), budgets);
+    assert!(d.pod_patches.is_empty(), "{:#?}", d.pod_patches);
+    assert!(
+        d.events.is_empty(),
+        "re-reported as a rebalance: {:#?}",
+        d.events
+    );
+    assert_eq!(d.moved, None);
+    assert!(!d.write_status, "{:#?}", d.status);
+
+    // A change elsewhere is still a rebalance.
+    let mut pods: Vec<Pod> = converged.pods.iter().map(|p| (**p).clone()).collect();
+    pods.push(pod("c"));
+    let s = snapshot_with(
+        (*converged.group).clone(),
+        converged.topics.clone(),
+        converged.workload.clone(),
+        pods,
+    );
+    let d = decide(&s, at(120), budgets);
+    assert!(d.write_status);
+    assert_eq!(d.status.last_rebalance_time, Some(Time(at(120))));
+    assert!(d.events.iter().any(|e| e.reason == "Rebalanced"));
+}
