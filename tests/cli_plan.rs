@@ -219,6 +219,37 @@ fn bad_input_is_one_clear_line() {
 }
 
 #[test]
+fn a_misspelt_kind_of_ours_is_an_error_naming_kind_and_file() {
+    // Before: the Topic was skipped and the group failed with "topic orders not found".
+    let typo = TOPIC.replace("kind: Topic", "kind: Topick");
+    let f = file(&format!("{typo}---\n{}", group("Averagely")));
+    let path = f.path().to_str().unwrap();
+    let e = error_of_file(&f, &["--replicas", "2"]);
+    assert_eq!(
+        e,
+        format!(
+            "error: {path}: document 1 (Topick orders): kind: \"Topick\" is not a kind of rebalancer.dev/v1alpha1 (expected Topic or ConsumerGroup; did you mean Topic?)\n"
+        )
+    );
+
+    // Kinds of other API groups are still skipped.
+    let other = TOPIC.replace(
+        "apiVersion: rebalancer.dev/v1alpha1\nkind: Topic",
+        "apiVersion: example.com/v1\nkind: Topick",
+    );
+    let f = file(&format!("{TOPIC}---\n{other}---\n{}", group("Averagely")));
+    let v = json(&[
+        "-f",
+        f.path().to_str().unwrap(),
+        "--replicas",
+        "2",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v["queues"], 8);
+}
+
+#[test]
 fn nearby_uses_consumer_zones_from_the_command_line() {
     let topic = TOPIC
         .replace("{name: broker-a,", "{name: broker-a, zone: az1,")

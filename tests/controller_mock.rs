@@ -1,6 +1,8 @@
-//! The reconcilers against a mocked API server: every request they make is checked, in order,
-//! method, path, query and body, and answered; a request that is not expected fails the test, and
-//! so does an expected one that never comes.
+//! The reconcilers against a mocked API server. A ConsumerGroup reconcile reads its world from
+//! the watch caches (a [`Scope`] whose stores are filled here the way a reflector fills them) and
+//! only writes: every request it makes is checked, in order, method, path, query and body, and
+//! answered; a read (GET or LIST), a request that is not expected, or an expected one that never
+//! comes fails the test.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,12 +11,20 @@ use std::time::Duration;
 use futures::FutureExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use rebalancer::api::{ConsumerGroup, Topic};
+use rebalancer::controller::index::GroupIndex;
 use rebalancer::controller::leader::Leadership;
 use rebalancer::controller::metrics::Metrics;
-use rebalancer::controller::{Context, Error, group, topic};
+use rebalancer::controller::scope::Scope;
+use rebalancer::controller::{Context, Error, group, topic, watch};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -22,15 +32,18 @@ use tokio::time::timeout;
 const NS: &str = "shop";
 const GROUP: &str = "cg";
 const DEPLOYMENT: &str = "consumer";
-const SELECTOR: &str = "app=consumer";
 const GROUP_LABEL: &str = "rebalancer.dev/consumer-group";
 const QUEUES_ANNOTATION: &str = "rebalancer.dev/queues";
+/// The group's `metadata.resourceVersion`: the precondition of its status writes.
+const GROUP_VERSION: &str = "10";
 /// A transition time far in the past: kept as long as a condition's status holds.
 const EARLIER: &str = "2025-01-01T00:00:00Z";
 /// Deadline for a request that should come; only reached when the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Requeue interval of a reconcile that finished.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue of a decision made from a stale view (status write answered 409).
+const STALE_RETRY: Duration = Duration::from_secs(2);
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 type Reply = tower_test::mock::SendResponse<Response<Body>>;
@@ -70,6 +83,70 @@ fn setup(leadership: Leadership) -> (ApiServer, Arc<Context>) {
     )
 }
 
+/// A watch cache after its first list: `Init`, one `InitApply` per object, `InitDone`. (An
+/// `Apply` before `InitDone` would be lost: `InitDone` swaps in the objects of the list.)
+fn store<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}
+
+fn parse<K: DeserializeOwned>(object: &Value) -> K {
+    serde_json::from_value(object.clone()).unwrap()
+}
+
+/// What the caches of the group's namespace hold.
+#[derive(Clone)]
+struct World {
+    group: Value,
+    topics: Vec<Value>,
+    pods: Vec<Value>,
+    deployments: Vec<Value>,
+}
+
+impl World {
+    /// `group`, topic `orders` with 8 queues, the Deployment with `replicas`, and `pods`.
+    fn new(group: Value, replicas: i32, pods: &[Value]) -> Self {
+        Self {
+            group,
+            topics: vec![orders(8)],
+            pods: pods.to_vec(),
+            deployments: vec![deployment(replicas)],
+        }
+    }
+
+    /// The scope a reconcile reads: caches filled as the reflectors fill them (pods trimmed the
+    /// same way), and the index.
+    fn scope(&self, ctx: &Arc<Context>) -> Arc<Scope> {
+        let group: ConsumerGroup = parse(&self.group);
+        let index = GroupIndex::default();
+        index.upsert(&group);
+        let pods = self.pods.iter().map(|p| {
+            let mut pod: Pod = parse(p);
+            watch::trim_pod(&mut pod);
+            pod
+        });
+        Arc::new(Scope {
+            ctx: ctx.clone(),
+            groups: store([group]),
+            topics: store(self.topics.iter().map(parse::<Topic>)),
+            pods: store(pods),
+            deployments: store(self.deployments.iter().map(parse::<Deployment>)),
+            statefulsets: store([]),
+            replicasets: store([]),
+            index: Arc::new(index),
+        })
+    }
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -104,12 +181,26 @@ fn reply(send: Reply, status: StatusCode, body: &Value) {
     );
 }
 
+/// A `Status` failure as the API server answers it.
+fn failure(code: StatusCode, reason: &str, message: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16()
+    })
+}
+
 impl ApiServer {
-    /// Starts reconciling a ConsumerGroup.
-    fn start_group(&mut self, ctx: &Arc<Context>, group: ConsumerGroup) {
+    /// Starts reconciling the world's ConsumerGroup.
+    fn start_group(&mut self, ctx: &Arc<Context>, world: &World) {
         assert!(self.running.is_none(), "a reconcile is already running");
-        let task = tokio::spawn(group::reconcile(Arc::new(group), ctx.clone()));
-        self.running = Some(task);
+        let scope = world.scope(ctx);
+        let group = Arc::new(parse::<ConsumerGroup>(&world.group));
+        self.running = Some(tokio::spawn(group::reconcile(group, scope)));
     }
 
     /// Starts reconciling a Topic.
@@ -165,6 +256,9 @@ impl ApiServer {
                 .map(|v| v.to_str().unwrap().to_string()),
             body,
         };
+        if call.method == Method::GET && !expected.starts_with("GET ") {
+            panic!("a read, where the caches must answer (expected {expected}): {call:#?}");
+        }
         (call, send)
     }
 
@@ -180,85 +274,8 @@ impl ApiServer {
         (call, send)
     }
 
-    async fn get_topic(&mut self, topic: &Value) {
-        let name = topic["metadata"]["name"].as_str().unwrap();
-        let (_, send) = self
-            .expect(
-                Method::GET,
-                &format!("/apis/rebalancer.dev/v1alpha1/namespaces/{NS}/topics/{name}"),
-            )
-            .await;
-        reply(send, StatusCode::OK, topic);
-    }
-
-    async fn topic_not_found(&mut self, name: &str) {
-        let (_, send) = self
-            .expect(
-                Method::GET,
-                &format!("/apis/rebalancer.dev/v1alpha1/namespaces/{NS}/topics/{name}"),
-            )
-            .await;
-        let status = json!({
-            "apiVersion": "v1",
-            "kind": "Status",
-            "metadata": {},
-            "status": "Failure",
-            "message": format!("topics.rebalancer.dev \"{name}\" not found"),
-            "reason": "NotFound",
-            "details": {"name": name, "group": "rebalancer.dev", "kind": "topics"},
-            "code": 404
-        });
-        reply(send, StatusCode::NOT_FOUND, &status);
-    }
-
-    async fn get_scale(&mut self, replicas: i32) {
-        let (_, send) = self
-            .expect(
-                Method::GET,
-                &format!("/apis/apps/v1/namespaces/{NS}/deployments/{DEPLOYMENT}/scale"),
-            )
-            .await;
-        let scale = json!({
-            "apiVersion": "autoscaling/v1",
-            "kind": "Scale",
-            "metadata": {"name": DEPLOYMENT, "namespace": NS},
-            "spec": {"replicas": replicas},
-            "status": {"replicas": replicas, "selector": SELECTOR}
-        });
-        reply(send, StatusCode::OK, &scale);
-    }
-
-    async fn list_pods(&mut self, selector: &str, pods: &[Value]) {
-        let (call, send) = self
-            .expect(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await;
-        assert_eq!(
-            call.query.get("labelSelector").map(String::as_str),
-            Some(selector),
-            "pod list with the wrong selector: {call:#?}"
-        );
-        let list = json!({
-            "apiVersion": "v1",
-            "kind": "PodList",
-            "metadata": {"resourceVersion": "100"},
-            "items": pods
-        });
-        reply(send, StatusCode::OK, &list);
-    }
-
-    /// The pods the scale's selector matches.
-    async fn list_selected(&mut self, pods: &[Value]) {
-        self.list_pods(SELECTOR, pods).await;
-    }
-
-    /// The pods that carry the group label (to find leavers).
-    async fn list_labelled(&mut self, pods: &[Value]) {
-        self.list_pods(&format!("{GROUP_LABEL}={GROUP}"), pods)
-            .await;
-    }
-
-    /// A merge patch of a pod's metadata; returns the patch.
-    async fn patch_pod(&mut self, name: &str) -> Value {
+    /// A merge patch of a pod's metadata, answered `status`; returns the patch.
+    async fn patch_pod_answered(&mut self, name: &str, status: StatusCode) -> Value {
         let (call, send) = self
             .expect(
                 Method::PATCH,
@@ -272,7 +289,8 @@ impl ApiServer {
         );
         assert_eq!(
             call.query.get("fieldManager").map(String::as_str),
-            Some("rebalancer")
+            Some("rebalancer"),
+            "{call:#?}"
         );
         // Only the label and the annotation are touched.
         let metadata = call.body["metadata"].as_object().unwrap();
@@ -282,25 +300,45 @@ impl ApiServer {
             ["annotations", "labels"],
             "{call:#?}"
         );
-        reply(send, StatusCode::OK, &pod(name, true, None));
+        if status.is_success() {
+            reply(send, status, &pod(name, true, None));
+        } else {
+            let reason = status
+                .canonical_reason()
+                .unwrap_or("Failure")
+                .replace(' ', "");
+            reply(
+                send,
+                status,
+                &failure(status, &reason, "refused by the test"),
+            );
+        }
         call.body
+    }
+
+    /// A merge patch of a pod's metadata; returns the patch.
+    async fn patch_pod(&mut self, name: &str) -> Value {
+        self.patch_pod_answered(name, StatusCode::OK).await
     }
 
     /// A pod patch that makes it a member owning `queues`.
     async fn patch_member(&mut self, name: &str, queues: &str) {
         let patch = self.patch_pod(name).await;
+        assert_eq!(patch, member_patch(queues), "patch of pod {name}");
+    }
+
+    /// A pod patch that takes the pod out of the group.
+    async fn patch_leaver(&mut self, name: &str) {
+        let patch = self.patch_pod(name).await;
         assert_eq!(
             patch,
-            json!({"metadata": {
-                "labels": {GROUP_LABEL: GROUP},
-                "annotations": {QUEUES_ANNOTATION: queues}
-            }}),
+            json!({"metadata": {"labels": {GROUP_LABEL: null}, "annotations": {QUEUES_ANNOTATION: null}}}),
             "patch of pod {name}"
         );
     }
 
-    /// A server-side apply of `/status`; returns the applied body.
-    async fn apply_status(&mut self, object: &Value) -> Value {
+    /// A server-side apply of `/status`, answered `status`; returns the applied body.
+    async fn apply_status_answered(&mut self, object: &Value, status: StatusCode) -> Value {
         let plural = match object["kind"].as_str().unwrap() {
             "ConsumerGroup" => "consumergroups",
             "Topic" => "topics",
@@ -320,18 +358,51 @@ impl ApiServer {
         );
         assert_eq!(
             call.query.get("fieldManager").map(String::as_str),
-            Some("rebalancer")
+            Some("rebalancer"),
+            "{call:#?}"
         );
         assert_eq!(call.query.get("force").map(String::as_str), Some("true"));
         assert_eq!(call.body["apiVersion"], "rebalancer.dev/v1alpha1");
         assert_eq!(call.body["kind"], object["kind"]);
-        let mut updated = object.clone();
-        updated["status"] = call.body["status"].clone();
-        reply(send, StatusCode::OK, &updated);
+        assert!(call.body["status"].is_object(), "{call:#?}");
+        if status.is_success() {
+            let mut updated = object.clone();
+            updated["status"] = call.body["status"].clone();
+            reply(send, status, &updated);
+        } else {
+            let reason = status
+                .canonical_reason()
+                .unwrap_or("Failure")
+                .replace(' ', "");
+            let message = "the object has been modified; please apply your changes to the latest version and try again";
+            reply(send, status, &failure(status, &reason, message));
+        }
         call.body
     }
 
-    /// An Event created by kube's `Recorder`; returns it.
+    /// The group's status write: a server-side apply guarded by the group's resourceVersion;
+    /// returns the status written.
+    async fn apply_group_status(&mut self, group: &Value) -> Value {
+        self.apply_group_status_answered(group, StatusCode::OK)
+            .await
+    }
+
+    async fn apply_group_status_answered(&mut self, group: &Value, status: StatusCode) -> Value {
+        let body = self.apply_status_answered(group, status).await;
+        assert_eq!(
+            body["metadata"],
+            json!({"resourceVersion": group["metadata"]["resourceVersion"]}),
+            "{body:#}"
+        );
+        assert_eq!(body["metadata"]["resourceVersion"], GROUP_VERSION);
+        assert_eq!(
+            body.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["apiVersion", "kind", "metadata", "status"]
+        );
+        body["status"].clone()
+    }
+
+    /// An Event created by the operator; returns it.
     async fn event(&mut self) -> Value {
         let (call, send) = self
             .expect(
@@ -339,10 +410,20 @@ impl ApiServer {
                 &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
             )
             .await;
+        assert_eq!(
+            call.query.get("fieldManager").map(String::as_str),
+            Some("rebalancer"),
+            "{call:#?}"
+        );
         assert_eq!(call.body["apiVersion"], "events.k8s.io/v1");
         assert_eq!(call.body["kind"], "Event");
+        assert_eq!(call.body["metadata"]["namespace"], NS);
+        assert!(call.body["eventTime"].is_string(), "{:#}", call.body);
         assert_eq!(call.body["reportingController"], "rebalancer");
         assert_eq!(call.body["reportingInstance"], "rebalancer-0");
+        let name = call.body["metadata"]["name"].as_str().unwrap();
+        let regarding = call.body["regarding"]["name"].as_str().unwrap();
+        assert!(name.starts_with(&format!("{regarding}.")), "{name}");
         reply(send, StatusCode::CREATED, &call.body);
         call.body
     }
@@ -353,6 +434,7 @@ impl ApiServer {
         assert_eq!(event["type"], type_, "{event:#}");
         assert_eq!(event["reason"], reason, "{event:#}");
         assert_eq!(event["action"], "Rebalance", "{event:#}");
+        assert_eq!(event["regarding"]["apiVersion"], "rebalancer.dev/v1alpha1");
         assert_eq!(event["regarding"]["kind"], "ConsumerGroup", "{event:#}");
         assert_eq!(event["regarding"]["name"], GROUP, "{event:#}");
         assert_eq!(event["regarding"]["namespace"], NS, "{event:#}");
@@ -411,11 +493,25 @@ fn orders(queues: u32) -> Value {
     )
 }
 
+/// The Deployment of the consumers, as its cache keeps it.
+fn deployment(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": DEPLOYMENT, "namespace": NS, "uid": "deployment-uid", "resourceVersion": "7"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "consumer"}},
+            "template": {}
+        }
+    })
+}
+
 fn group_json(strategy: &str, status: Option<Value>) -> Value {
     json!({
         "apiVersion": "rebalancer.dev/v1alpha1",
         "kind": "ConsumerGroup",
-        "metadata": {"name": GROUP, "namespace": NS, "uid": "group-uid", "generation": 1, "resourceVersion": "10"},
+        "metadata": {"name": GROUP, "namespace": NS, "uid": "group-uid", "generation": 1, "resourceVersion": GROUP_VERSION},
         "spec": {
             "topics": ["orders"],
             "strategy": strategy,
@@ -425,19 +521,27 @@ fn group_json(strategy: &str, status: Option<Value>) -> Value {
     })
 }
 
-fn consumer_group(object: &Value) -> ConsumerGroup {
-    serde_json::from_value(object.clone()).unwrap()
-}
-
 /// The annotation value of a consumer owning `ids` of broker-a of `orders`.
 fn queues(ids: &str) -> String {
     format!(r#"[{{"topic":"orders","broker":"broker-a","queueIds":"{ids}"}}]"#)
 }
 
+fn member_patch(queues: &str) -> Value {
+    json!({"metadata": {
+        "labels": {GROUP_LABEL: GROUP},
+        "annotations": {QUEUES_ANNOTATION: queues}
+    }})
+}
+
 /// A pod of the Deployment; `membership` is the group label's presence and the annotation.
 fn pod(name: &str, ready: bool, membership: Option<&str>) -> Value {
-    let mut labels = json!({"app": "consumer"});
-    let mut annotations = json!({});
+    pod_labelled(name, "consumer", ready, membership)
+}
+
+/// A pod with label `app: app`.
+fn pod_labelled(name: &str, app: &str, ready: bool, membership: Option<&str>) -> Value {
+    let mut labels = json!({"app": app});
+    let mut annotations = json!({"kubectl.kubernetes.io/restartedAt": EARLIER});
     if let Some(q) = membership {
         labels[GROUP_LABEL] = json!(GROUP);
         annotations[QUEUES_ANNOTATION] = json!(q);
@@ -445,7 +549,8 @@ fn pod(name: &str, ready: bool, membership: Option<&str>) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": labels, "annotations": annotations},
+        "metadata": {"name": name, "namespace": NS, "labels": labels, "annotations": annotations,
+                     "resourceVersion": "20"},
         "spec": {"containers": [{"name": "consumer", "image": "consumer:1"}], "nodeName": "node-1"},
         "status": {"phase": if ready { "Running" } else { "Pending" }, "conditions": [
             {"type": "Ready", "status": if ready { "True" } else { "False" }}
@@ -472,6 +577,7 @@ fn two_consumer_status() -> Value {
     json!({
         "observedGeneration": 1,
         "desiredReplicas": 2,
+        "maxUsefulReplicas": 8,
         "consumers": 2,
         "queues": 8,
         "idle": 0,
@@ -494,35 +600,40 @@ fn two_consumer_status() -> Value {
     })
 }
 
-/// Scenario 1's requests (2 ready pods, 8 queues, Averagely, no status yet); returns the applied
-/// status.
+/// The pods of the two-consumer status, annotated as it says.
+fn two_members() -> [Value; 2] {
+    [
+        pod("consumer-a", true, Some(&queues("0-3"))),
+        pod("consumer-b", true, Some(&queues("4-7"))),
+    ]
+}
+
+/// Scenario 1: 2 ready pods, 8 queues, Averagely, no status yet.
+fn first_world() -> World {
+    World::new(
+        group_json("Averagely", None),
+        2,
+        &[pod("consumer-a", true, None), pod("consumer-b", true, None)],
+    )
+}
+
+/// Scenario 1's requests; returns the applied status.
 async fn first_assignment_requests(server: &mut ApiServer, group: &Value) -> Value {
-    server.get_topic(&orders(8)).await;
-    server.get_scale(2).await;
-    server
-        .list_selected(&[pod("consumer-a", true, None), pod("consumer-b", true, None)])
-        .await;
     server.patch_member("consumer-a", &queues("0-3")).await;
     server.patch_member("consumer-b", &queues("4-7")).await;
-    server
-        .list_labelled(&[
-            pod("consumer-a", true, Some(&queues("0-3"))),
-            pod("consumer-b", true, Some(&queues("4-7"))),
-        ])
-        .await;
-    let applied = server.apply_status(group).await;
+    let status = server.apply_group_status(group).await;
     let event = server.group_event("Normal", "Rebalanced").await;
     assert_eq!(event["note"], "2 consumers, 8 queues, 0 moved");
-    applied["status"].clone()
+    status
 }
 
 #[tokio::test]
 async fn first_assignment_annotates_pods_and_writes_status() {
     let (mut server, ctx) = setup(Leadership::always());
-    let group = group_json("Averagely", None);
-    server.start_group(&ctx, consumer_group(&group));
+    let world = first_world();
+    server.start_group(&ctx, &world);
 
-    let status = first_assignment_requests(&mut server, &group).await;
+    let status = first_assignment_requests(&mut server, &world.group).await;
     let action = server.settle().await.expect("reconcile");
     assert_eq!(action, Action::requeue(RESYNC));
 
@@ -537,12 +648,14 @@ async fn first_assignment_annotates_pods_and_writes_status() {
     assert_eq!(status["queues"], 8);
     assert_eq!(status["idle"], 0);
     assert_eq!(status["desiredReplicas"], 2);
+    assert_eq!(status["maxUsefulReplicas"], 8);
     assert_eq!(status["observedGeneration"], 1);
     assert!(status["lastRebalanceTime"].is_string(), "{status:#}");
     let ready = condition(&status, "Ready");
     assert_eq!(ready["status"], "True");
     assert_eq!(ready["reason"], "Rebalanced");
     assert_eq!(ready["message"], "2 consumers, 8 queues");
+    assert_eq!(ready["observedGeneration"], 1);
     let idle = condition(&status, "IdleConsumers");
     assert_eq!(idle["status"], "False");
     assert_eq!(idle["reason"], "Balanced");
@@ -560,28 +673,14 @@ async fn first_assignment_annotates_pods_and_writes_status() {
 async fn scale_up_gives_the_new_pod_its_share() {
     let (mut server, ctx) = setup(Leadership::always());
     let group = group_json("Averagely", Some(two_consumer_status()));
-    server.start_group(&ctx, consumer_group(&group));
+    let [a, b] = two_members();
+    let world = World::new(group.clone(), 3, &[a, b, pod("consumer-c", true, None)]);
+    server.start_group(&ctx, &world);
 
-    server.get_topic(&orders(8)).await;
-    server.get_scale(3).await;
-    server
-        .list_selected(&[
-            pod("consumer-a", true, Some(&queues("0-3"))),
-            pod("consumer-b", true, Some(&queues("4-7"))),
-            pod("consumer-c", true, None),
-        ])
-        .await;
     server.patch_member("consumer-a", &queues("0-2")).await;
     server.patch_member("consumer-b", &queues("3-5")).await;
     server.patch_member("consumer-c", &queues("6-7")).await;
-    server
-        .list_labelled(&[
-            pod("consumer-a", true, Some(&queues("0-2"))),
-            pod("consumer-b", true, Some(&queues("3-5"))),
-            pod("consumer-c", true, Some(&queues("6-7"))),
-        ])
-        .await;
-    let status = server.apply_status(&group).await["status"].clone();
+    let status = server.apply_group_status(&group).await;
     let event = server.group_event("Normal", "Rebalanced").await;
     assert_eq!(event["note"], "3 consumers, 8 queues, 3 moved");
     server.settle().await.expect("reconcile");
@@ -610,30 +709,30 @@ async fn scale_up_gives_the_new_pod_its_share() {
 }
 
 #[tokio::test]
-async fn scale_down_releases_the_departed_pod() {
+async fn scale_down_releases_the_departed_pods() {
     let (mut server, ctx) = setup(Leadership::always());
     let group = group_json("Averagely", Some(two_consumer_status()));
-    server.start_group(&ctx, consumer_group(&group));
-
-    server.get_topic(&orders(8)).await;
-    server.get_scale(1).await;
-    server
-        .list_selected(&[pod("consumer-a", true, Some(&queues("0-3")))])
-        .await;
-    server.patch_member("consumer-a", &queues("0-7")).await;
-    // consumer-b is gone from the selector but still carries the label.
-    server
-        .list_labelled(&[
-            pod("consumer-a", true, Some(&queues("0-7"))),
-            pod("consumer-b", true, Some(&queues("4-7"))),
-        ])
-        .await;
-    let patch = server.patch_pod("consumer-b").await;
-    assert_eq!(
-        patch,
-        json!({"metadata": {"labels": {GROUP_LABEL: null}, "annotations": {QUEUES_ANNOTATION: null}}})
+    let world = World::new(
+        group.clone(),
+        1,
+        &[
+            pod("consumer-a", true, Some(&queues("0-3"))),
+            // Out of the selector, still labelled for the group.
+            pod_labelled("consumer-b", "retired", true, Some(&queues("4-7"))),
+            // Selected but not Ready any more.
+            pod("consumer-c", false, Some("[]")),
+            // Another group's pod that the selector does not match: none of our business.
+            json!({"metadata": {"name": "other", "namespace": NS,
+                "labels": {"app": "other", GROUP_LABEL: "other-group"},
+                "annotations": {QUEUES_ANNOTATION: "[]"}}}),
+        ],
     );
-    let status = server.apply_status(&group).await["status"].clone();
+    server.start_group(&ctx, &world);
+
+    server.patch_member("consumer-a", &queues("0-7")).await;
+    server.patch_leaver("consumer-b").await;
+    server.patch_leaver("consumer-c").await;
+    let status = server.apply_group_status(&group).await;
     let event = server.group_event("Normal", "Rebalanced").await;
     assert_eq!(event["note"], "1 consumers, 8 queues, 4 moved");
     server.settle().await.expect("reconcile");
@@ -653,37 +752,34 @@ async fn scale_down_releases_the_departed_pod() {
 async fn more_replicas_than_queues_warns_on_group_and_workload() {
     let (mut server, ctx) = setup(Leadership::always());
     let group = group_json("Averagely", None);
-    server.start_group(&ctx, consumer_group(&group));
-
-    server.get_topic(&orders(4)).await;
-    server.get_scale(10).await;
-    server
-        .list_selected(&[
+    let mut world = World::new(
+        group.clone(),
+        10,
+        &[
             pod("consumer-a", true, None),
             pod("consumer-b", true, None),
             pod("consumer-c", true, None),
             // Not ready: no consumer, left alone.
             pod("consumer-d", false, None),
-        ])
-        .await;
+        ],
+    );
+    world.topics = vec![orders(4)];
+    server.start_group(&ctx, &world);
+
     server.patch_member("consumer-a", &queues("0-1")).await;
     server.patch_member("consumer-b", &queues("2")).await;
     server.patch_member("consumer-c", &queues("3")).await;
-    server
-        .list_labelled(&[
-            pod("consumer-a", true, Some(&queues("0-1"))),
-            pod("consumer-b", true, Some(&queues("2"))),
-            pod("consumer-c", true, Some(&queues("3"))),
-        ])
-        .await;
-    let status = server.apply_status(&group).await["status"].clone();
-    server.group_event("Normal", "Rebalanced").await;
-    let message = "10 replicas, 4 queues on topic orders: 6 consumers idle";
+    let status = server.apply_group_status(&group).await;
+    let rebalanced = server.group_event("Normal", "Rebalanced").await;
+    let message = "10 replicas, 4 queues on topic orders: 6 consumers idle; at most 4 can own a queue (status.maxUsefulReplicas): scale to 4 or add queues";
     let on_group = server.group_event("Warning", "IdleConsumers").await;
     assert_eq!(on_group["note"], message);
+    // Each Event is its own object.
+    assert_ne!(on_group["metadata"]["name"], rebalanced["metadata"]["name"]);
     let on_workload = server.event().await;
     assert_eq!(on_workload["type"], "Warning");
     assert_eq!(on_workload["reason"], "IdleConsumers");
+    assert_eq!(on_workload["action"], "Rebalance");
     assert_eq!(on_workload["note"], message);
     assert_eq!(
         on_workload["regarding"],
@@ -694,6 +790,7 @@ async fn more_replicas_than_queues_warns_on_group_and_workload() {
     assert_eq!(status["consumers"], 3);
     assert_eq!(status["queues"], 4);
     assert_eq!(status["desiredReplicas"], 10);
+    assert_eq!(status["maxUsefulReplicas"], 4);
     let idle = condition(&status, "IdleConsumers");
     assert_eq!(idle["status"], "True");
     assert_eq!(idle["reason"], "MoreConsumersThanQueues");
@@ -707,10 +804,13 @@ async fn missing_topic_keeps_the_last_assignment() {
     let (mut server, ctx) = setup(Leadership::always());
     let previous = two_consumer_status();
     let group = group_json("Averagely", Some(previous.clone()));
-    server.start_group(&ctx, consumer_group(&group));
+    // The pods as the last good assignment left them; a third pod that would change it.
+    let [a, b] = two_members();
+    let mut world = World::new(group.clone(), 2, &[a, b, pod("consumer-c", true, None)]);
+    world.topics.clear();
+    server.start_group(&ctx, &world);
 
-    server.topic_not_found("orders").await;
-    let status = server.apply_status(&group).await["status"].clone();
+    let status = server.apply_group_status(&group).await;
     let event = server.group_event("Warning", "TopicNotFound").await;
     assert_eq!(event["note"], "spec.topics: topic orders not found");
     let action = server.settle().await.expect("reconcile");
@@ -731,28 +831,26 @@ async fn missing_topic_keeps_the_last_assignment() {
     rest.as_object_mut().unwrap().remove("conditions");
     before.as_object_mut().unwrap().remove("conditions");
     assert_eq!(rest, before);
+
+    // The same failure again (the status as written): nothing to write, no second Event.
+    let mut again = world.clone();
+    again.group["status"] = status;
+    server.start_group(&ctx, &again);
+    server.settle().await.expect("second reconcile");
     server.finish(ctx).await;
 }
 
 #[tokio::test]
 async fn unchanged_group_writes_nothing() {
     let (mut server, ctx) = setup(Leadership::always());
-    let fresh = group_json("Averagely", None);
-    server.start_group(&ctx, consumer_group(&fresh));
-    let status = first_assignment_requests(&mut server, &fresh).await;
+    let fresh = first_world();
+    server.start_group(&ctx, &fresh);
+    let status = first_assignment_requests(&mut server, &fresh.group).await;
     server.settle().await.expect("first reconcile");
 
     // The group as the watch now sees it, and its pods as annotated.
-    let group = group_json("Averagely", Some(status));
-    let members = [
-        pod("consumer-a", true, Some(&queues("0-3"))),
-        pod("consumer-b", true, Some(&queues("4-7"))),
-    ];
-    server.start_group(&ctx, consumer_group(&group));
-    server.get_topic(&orders(8)).await;
-    server.get_scale(2).await;
-    server.list_selected(&members).await;
-    server.list_labelled(&members).await;
+    let world = World::new(group_json("Averagely", Some(status)), 2, &two_members());
+    server.start_group(&ctx, &world);
     let action = server.settle().await.expect("second reconcile");
     assert_eq!(action, Action::requeue(RESYNC));
     server.finish(ctx).await;
@@ -763,28 +861,14 @@ async fn sticky_after_restart_moves_only_the_new_share() {
     // A fresh Context: nothing remembered but the status.
     let (mut server, ctx) = setup(Leadership::always());
     let group = group_json("Sticky", Some(two_consumer_status()));
-    server.start_group(&ctx, consumer_group(&group));
+    let [a, b] = two_members();
+    let world = World::new(group.clone(), 3, &[a, b, pod("consumer-c", true, None)]);
+    server.start_group(&ctx, &world);
 
-    server.get_topic(&orders(8)).await;
-    server.get_scale(3).await;
-    server
-        .list_selected(&[
-            pod("consumer-a", true, Some(&queues("0-3"))),
-            pod("consumer-b", true, Some(&queues("4-7"))),
-            pod("consumer-c", true, None),
-        ])
-        .await;
     server.patch_member("consumer-a", &queues("0-2")).await;
     server.patch_member("consumer-b", &queues("4-6")).await;
     server.patch_member("consumer-c", &queues("3,7")).await;
-    server
-        .list_labelled(&[
-            pod("consumer-a", true, Some(&queues("0-2"))),
-            pod("consumer-b", true, Some(&queues("4-6"))),
-            pod("consumer-c", true, Some(&queues("3,7"))),
-        ])
-        .await;
-    let status = server.apply_status(&group).await["status"].clone();
+    let status = server.apply_group_status(&group).await;
     let event = server.group_event("Normal", "Rebalanced").await;
     assert_eq!(event["note"], "3 consumers, 8 queues, 2 moved");
     server.settle().await.expect("reconcile");
@@ -806,14 +890,15 @@ async fn sticky_after_restart_moves_only_the_new_share() {
 #[tokio::test]
 async fn follower_sends_nothing() {
     let (mut server, ctx) = setup(Leadership::follower());
-    let group = group_json("Averagely", Some(two_consumer_status()));
-    server.start_group(&ctx, consumer_group(&group));
+    // A group with everything to do: new pods, a missing status.
+    server.start_group(&ctx, &first_world());
     let action = server.settle().await.expect("reconcile");
-    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    assert_eq!(action, Action::await_change());
 
-    let topic: Topic = serde_json::from_value(orders(8)).unwrap();
+    let topic: Topic = parse(&orders(8));
     server.start_topic(&ctx, topic);
-    server.settle().await.expect("topic reconcile");
+    let action = server.settle().await.expect("topic reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
     server.finish(ctx).await;
 }
 
@@ -827,10 +912,10 @@ async fn topic_with_unread_queues_reports_queue_mismatch() {
             {"name": "broker-b", "readQueues": 4, "writeQueues": 4}
         ]),
     );
-    let topic: Topic = serde_json::from_value(object.clone()).unwrap();
+    let topic: Topic = parse(&object);
     server.start_topic(&ctx, topic);
 
-    let status = server.apply_status(&object).await["status"].clone();
+    let status = server.apply_status_answered(&object, StatusCode::OK).await["status"].clone();
     let message = "topic orders broker broker-a: writeQueues 8 > readQueues 4: messages sent to queues 4-7 are never consumed";
     let event = server.event().await;
     assert_eq!(event["type"], "Warning");
@@ -855,20 +940,21 @@ async fn topic_with_unread_queues_reports_queue_mismatch() {
     // Reconciled again with that status: nothing to write, no second Event.
     let mut object = object;
     object["status"] = status;
-    let topic: Topic = serde_json::from_value(object).unwrap();
+    let topic: Topic = parse(&object);
     server.start_topic(&ctx, topic);
     server.settle().await.expect("second reconcile");
     server.finish(ctx).await;
 }
 
 #[tokio::test]
-async fn invalid_spec_is_reported_without_reading_anything() {
+async fn invalid_spec_is_reported_and_keeps_the_assignment() {
     let (mut server, ctx) = setup(Leadership::always());
     let mut group = group_json("Averagely", Some(two_consumer_status()));
     group["spec"].as_object_mut().unwrap().remove("consumers");
-    server.start_group(&ctx, consumer_group(&group));
+    let world = World::new(group.clone(), 2, &two_members());
+    server.start_group(&ctx, &world);
 
-    let status = server.apply_status(&group).await["status"].clone();
+    let status = server.apply_group_status(&group).await;
     let message = "spec.consumers: required: set workloadRef or selector";
     let event = server.group_event("Warning", "InvalidSpec").await;
     assert_eq!(event["note"], message);
@@ -890,9 +976,9 @@ const TINY_BUDGET: usize = 300;
 async fn unchanged_group_with_truncated_status_writes_nothing() {
     let (mut server, mut ctx) = setup(Leadership::always());
     Arc::get_mut(&mut ctx).unwrap().status_budget = TINY_BUDGET;
-    let fresh = group_json("Averagely", None);
-    server.start_group(&ctx, consumer_group(&fresh));
-    let status = first_assignment_requests(&mut server, &fresh).await;
+    let fresh = first_world();
+    server.start_group(&ctx, &fresh);
+    let status = first_assignment_requests(&mut server, &fresh.group).await;
     server.settle().await.expect("first reconcile");
     assert_eq!(status["assignmentsTruncated"], true, "{status:#}");
     assert_eq!(status["assignments"], json!([]));
@@ -901,16 +987,8 @@ async fn unchanged_group_with_truncated_status_writes_nothing() {
     assert_eq!(truncated["reason"], "StatusTooLarge");
 
     // Same pods, same queues: the annotations are the assignment in force, nothing to write.
-    let group = group_json("Averagely", Some(status));
-    let members = [
-        pod("consumer-a", true, Some(&queues("0-3"))),
-        pod("consumer-b", true, Some(&queues("4-7"))),
-    ];
-    server.start_group(&ctx, consumer_group(&group));
-    server.get_topic(&orders(8)).await;
-    server.get_scale(2).await;
-    server.list_selected(&members).await;
-    server.list_labelled(&members).await;
+    let world = World::new(group_json("Averagely", Some(status)), 2, &two_members());
+    server.start_group(&ctx, &world);
     server.settle().await.expect("second reconcile");
     server.finish(ctx).await;
 }
@@ -928,28 +1006,14 @@ async fn sticky_with_truncated_status_keeps_the_annotated_queues() {
         .push(json!({"type": "StatusTruncated", "status": "True", "reason": "StatusTooLarge",
                      "message": "left out", "observedGeneration": 1, "lastTransitionTime": EARLIER}));
     let group = group_json("Sticky", Some(previous));
-    server.start_group(&ctx, consumer_group(&group));
+    let [a, b] = two_members();
+    let world = World::new(group.clone(), 3, &[a, b, pod("consumer-c", true, None)]);
+    server.start_group(&ctx, &world);
 
-    server.get_topic(&orders(8)).await;
-    server.get_scale(3).await;
-    server
-        .list_selected(&[
-            pod("consumer-a", true, Some(&queues("0-3"))),
-            pod("consumer-b", true, Some(&queues("4-7"))),
-            pod("consumer-c", true, None),
-        ])
-        .await;
     server.patch_member("consumer-a", &queues("0-2")).await;
     server.patch_member("consumer-b", &queues("4-6")).await;
     server.patch_member("consumer-c", &queues("3,7")).await;
-    server
-        .list_labelled(&[
-            pod("consumer-a", true, Some(&queues("0-2"))),
-            pod("consumer-b", true, Some(&queues("4-6"))),
-            pod("consumer-c", true, Some(&queues("3,7"))),
-        ])
-        .await;
-    let status = server.apply_status(&group).await["status"].clone();
+    let status = server.apply_group_status(&group).await;
     let event = server.group_event("Normal", "Rebalanced").await;
     assert_eq!(event["note"], "3 consumers, 8 queues, 2 moved");
     server.settle().await.expect("reconcile");
@@ -963,29 +1027,23 @@ async fn sticky_with_truncated_status_keeps_the_annotated_queues() {
 #[tokio::test]
 async fn unchanged_empty_group_writes_nothing() {
     let (mut server, ctx) = setup(Leadership::always());
-    let fresh = group_json("Averagely", None);
-    server.start_group(&ctx, consumer_group(&fresh));
-    server.get_topic(&orders(8)).await;
-    server.get_scale(0).await;
-    server.list_selected(&[]).await;
-    server.list_labelled(&[]).await;
-    let status = server.apply_status(&fresh).await["status"].clone();
+    let fresh = World::new(group_json("Averagely", None), 0, &[]);
+    server.start_group(&ctx, &fresh);
+    let status = server.apply_group_status(&fresh.group).await;
     let event = server.group_event("Normal", "Rebalanced").await;
     assert_eq!(event["note"], "0 consumers, 8 queues, 0 moved");
     server.settle().await.expect("first reconcile");
     assert_eq!(status["consumers"], 0);
     assert_eq!(status["queues"], 8);
+    assert_eq!(status["desiredReplicas"], 0);
     assert_eq!(status["assignments"], json!([]));
     assert_eq!(status["warnings"], json!(["no ready consumer pods"]));
     assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "IdleConsumers")["status"], "False");
 
     // Still nobody: nothing to write, no second Rebalanced event.
-    let group = group_json("Averagely", Some(status));
-    server.start_group(&ctx, consumer_group(&group));
-    server.get_topic(&orders(8)).await;
-    server.get_scale(0).await;
-    server.list_selected(&[]).await;
-    server.list_labelled(&[]).await;
+    let world = World::new(group_json("Averagely", Some(status)), 0, &[]);
+    server.start_group(&ctx, &world);
     server.settle().await.expect("second reconcile");
     server.finish(ctx).await;
 }
@@ -997,32 +1055,215 @@ async fn queues_too_many_for_an_annotation_are_reported_not_written() {
     // bytes and fits; consumer-b's `..."6-10"}]` is 58 and does not.
     Arc::get_mut(&mut ctx).unwrap().annotation_budget = 57;
     let group = group_json("Averagely", None);
-    server.start_group(&ctx, consumer_group(&group));
-    server.get_topic(&orders(11)).await;
-    server.get_scale(2).await;
-    // consumer-b held a stale annotation from an earlier assignment.
-    server
-        .list_selected(&[
+    // consumer-b holds a stale annotation from an earlier assignment.
+    let mut world = World::new(
+        group.clone(),
+        2,
+        &[
             pod("consumer-a", true, None),
             pod("consumer-b", true, Some("[]")),
-        ])
-        .await;
+        ],
+    );
+    world.topics = vec![orders(11)];
+    server.start_group(&ctx, &world);
+
     server.patch_member("consumer-a", &queues("0-5")).await;
     let patch = server.patch_pod("consumer-b").await;
-    assert_eq!(patch["metadata"]["labels"][GROUP_LABEL], GROUP);
-    assert!(
-        patch["metadata"]["annotations"][QUEUES_ANNOTATION].is_null(),
-        "{patch:#}"
+    assert_eq!(
+        patch,
+        json!({"metadata": {"labels": {GROUP_LABEL: GROUP}, "annotations": {QUEUES_ANNOTATION: null}}})
     );
-    server.list_labelled(&[]).await;
-    let status = server.apply_status(&group).await["status"].clone();
+    let status = server.apply_group_status(&group).await;
     let c = condition(&status, "AnnotationsTruncated");
     assert_eq!(c["status"], "True");
     assert_eq!(c["reason"], "AnnotationTooLarge");
     assert!(c["message"].as_str().unwrap().contains("consumer-b"), "{c}");
+    assert!(
+        !c["message"].as_str().unwrap().contains("consumer-a"),
+        "{c}"
+    );
     // The status still carries consumer-b's queues.
-    assert_eq!(status["assignments"][1]["consumer"], "consumer-b");
+    assert_eq!(status["assignments"][1], assignment("consumer-b", "6-10"));
     server.group_event("Normal", "Rebalanced").await;
     server.settle().await.expect("reconcile");
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn truncated_status_and_oversized_annotation_settle() {
+    // Neither the status nor consumer-b's annotation can hold consumer-b's queues.
+    let (mut server, mut ctx) = setup(Leadership::always());
+    let budgets = Arc::get_mut(&mut ctx).unwrap();
+    budgets.status_budget = TINY_BUDGET;
+    budgets.annotation_budget = 57;
+    let group = group_json("Averagely", None);
+    let mut world = World::new(
+        group.clone(),
+        2,
+        &[pod("consumer-a", true, None), pod("consumer-b", true, None)],
+    );
+    world.topics = vec![orders(11)];
+    server.start_group(&ctx, &world);
+    server.patch_member("consumer-a", &queues("0-5")).await;
+    let patch = server.patch_pod("consumer-b").await;
+    assert_eq!(
+        patch,
+        json!({"metadata": {"labels": {GROUP_LABEL: GROUP}, "annotations": {QUEUES_ANNOTATION: null}}})
+    );
+    let status = server.apply_group_status(&group).await;
+    server.group_event("Normal", "Rebalanced").await;
+    server.settle().await.expect("reconcile");
+    assert_eq!(status["assignmentsTruncated"], true);
+    assert_eq!(condition(&status, "AnnotationsTruncated")["status"], "True");
+
+    // Converged: consumer-b labelled without an annotation. Nothing to write, no second
+    // Rebalanced (it used to be re-reported at every reconcile).
+    let mut labelled_only = pod("consumer-b", true, Some("unused"));
+    labelled_only["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove(QUEUES_ANNOTATION);
+    world.group["status"] = status;
+    world.pods = vec![pod("consumer-a", true, Some(&queues("0-5"))), labelled_only];
+    server.start_group(&ctx, &world);
+    server.settle().await.expect("second reconcile");
+    server.finish(ctx).await;
+}
+
+// Failure injection.
+
+#[tokio::test]
+async fn status_conflict_requeues_soon_and_publishes_no_event() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let world = first_world();
+    server.start_group(&ctx, &world);
+
+    server.patch_member("consumer-a", &queues("0-3")).await;
+    server.patch_member("consumer-b", &queues("4-7")).await;
+    server
+        .apply_group_status_answered(&world.group, StatusCode::CONFLICT)
+        .await;
+    // No Rebalanced Event: the status it describes was not written.
+    let action = server.settle().await.expect("a conflict is not an error");
+    assert_eq!(action, Action::requeue(STALE_RETRY));
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn a_rejected_pod_patch_does_not_stop_the_others() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let world = first_world();
+    server.start_group(&ctx, &world);
+
+    let patch = server
+        .patch_pod_answered("consumer-a", StatusCode::UNPROCESSABLE_ENTITY)
+        .await;
+    assert_eq!(patch, member_patch(&queues("0-3")));
+    server.patch_member("consumer-b", &queues("4-7")).await;
+    let status = server.apply_group_status(&world.group).await;
+    assert_eq!(
+        status["assignments"],
+        json!([
+            assignment("consumer-a", "0-3"),
+            assignment("consumer-b", "4-7")
+        ])
+    );
+    server.group_event("Normal", "Rebalanced").await;
+    let action = server.settle().await.expect("reconcile");
+    assert_eq!(action, Action::requeue(RESYNC));
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn a_server_error_on_a_pod_stops_the_reconcile_for_a_quick_retry() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let world = first_world();
+    server.start_group(&ctx, &world);
+
+    server
+        .patch_pod_answered("consumer-a", StatusCode::INTERNAL_SERVER_ERROR)
+        .await;
+    // Nothing more: neither the other pod nor the status nor an Event.
+    let error = server.settle().await.expect_err("a 500 is an error");
+    assert_eq!(error.category(), "ServerError");
+    assert!(error.is_transient());
+    assert_eq!(error.retry_after(1), Duration::from_millis(500));
+    assert!(
+        error.to_string().starts_with("patch pod shop/consumer-a: "),
+        "{error}"
+    );
+    server.finish(ctx).await;
+}
+
+/// A group whose consumers are a workload of a kind the operator does not cache.
+fn rollout_group() -> Value {
+    let mut group = group_json("Averagely", None);
+    group["spec"]["consumers"] = json!({"workloadRef": {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": DEPLOYMENT
+    }});
+    group
+}
+
+const ROLLOUT_SCALE: &str = "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/consumer/scale";
+
+#[tokio::test]
+async fn uncached_workload_kind_reads_its_scale_once() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let group = rollout_group();
+    let mut world = World::new(
+        group.clone(),
+        2,
+        &[pod("consumer-a", true, None), pod("consumer-b", true, None)],
+    );
+    world.deployments.clear();
+    server.start_group(&ctx, &world);
+
+    let (call, send) = server.expect(Method::GET, ROLLOUT_SCALE).await;
+    assert_eq!(call.body, Value::Null);
+    // Scaled to 0: the scale subresource omits `spec.replicas`.
+    let scale = json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": DEPLOYMENT, "namespace": NS},
+        "spec": {},
+        "status": {"replicas": 2, "selector": "app=consumer"}
+    });
+    reply(send, StatusCode::OK, &scale);
+    server.patch_member("consumer-a", &queues("0-3")).await;
+    server.patch_member("consumer-b", &queues("4-7")).await;
+    let status = server.apply_group_status(&group).await;
+    server.group_event("Normal", "Rebalanced").await;
+    server.settle().await.expect("reconcile");
+    assert_eq!(status["desiredReplicas"], 0, "{status:#}");
+    assert_eq!(status["consumers"], 2);
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn uncached_workload_not_found_is_reported() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let group = rollout_group();
+    let mut world = World::new(group.clone(), 2, &two_members());
+    world.deployments.clear();
+    server.start_group(&ctx, &world);
+
+    let (_, send) = server.expect(Method::GET, ROLLOUT_SCALE).await;
+    reply(
+        send,
+        StatusCode::NOT_FOUND,
+        &failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "rollouts.argoproj.io \"consumer\" not found",
+        ),
+    );
+    let status = server.apply_group_status(&group).await;
+    let event = server.group_event("Warning", "WorkloadNotFound").await;
+    assert_eq!(event["note"], "Rollout consumer not found");
+    let action = server.settle().await.expect("reconcile");
+    assert_eq!(action, Action::requeue(RESYNC));
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "WorkloadNotFound");
     server.finish(ctx).await;
 }

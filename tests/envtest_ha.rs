@@ -292,7 +292,6 @@ async fn only_the_lease_holder_writes() {
 /// Every write of the operator names its field manager, so that managedFields tell its writes
 /// from anyone else's: the Lease and the Events too, not only the status and the pods.
 #[tokio::test]
-#[ignore = "bug: the Lease and the Events are written with no field manager (managedFields say \"unknown\"), not \"rebalancer\""]
 async fn every_write_carries_the_operators_field_manager() {
     let Some(env) = Env::new("ha-field-manager").await else {
         return;
@@ -941,7 +940,6 @@ async fn a_change_pending_across_an_api_server_crash_converges() {
 /// [`RECOVERY`]: a spec change (only the ConsumerGroup watch carries it: observedGeneration
 /// proves it) and then a new Ready pod (the pod watch).
 #[tokio::test]
-#[ignore = "bug: after an API server restart the group controller misses spec changes for 30-40 s (its 5 watches share one backoff that doubles on each watch's 410 Gone)"]
 async fn watches_resume_promptly_after_an_api_server_restart() {
     let Some(mut own) = OwnEnv::start("ha-apiserver-restart-watch").await else {
         return;

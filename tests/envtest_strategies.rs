@@ -35,9 +35,10 @@ const POD_ZONE: &str = "rebalancer.dev/zone";
 const GROUP: &str = "orders-consumer";
 
 /// Keys of the status that are not the allocation.
-const NOT_ALLOCATION: [&str; 5] = [
+const NOT_ALLOCATION: [&str; 6] = [
     "observedGeneration",
     "desiredReplicas",
+    "maxUsefulReplicas",
     "lastRebalanceTime",
     "conditions",
     "assignmentsTruncated",

@@ -28,6 +28,7 @@ pub const DEFAULT_VIRTUAL_NODES: u32 = 10;
     printcolumn = r#"{"name":"Consumers","type":"integer","jsonPath":".status.consumers"}"#,
     printcolumn = r#"{"name":"Queues","type":"integer","jsonPath":".status.queues"}"#,
     printcolumn = r#"{"name":"Idle","type":"integer","jsonPath":".status.idle"}"#,
+    printcolumn = r#"{"name":"Max-Useful","type":"integer","jsonPath":".status.maxUsefulReplicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -248,6 +249,10 @@ pub struct ConsumerGroupStatus {
     /// Replicas the workload asks for (from its scale subresource), when `workloadRef` is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
+    /// The most consumers that can all own a queue: the smallest readable-queue count over the
+    /// group's topics (Clustering only). Replicas beyond it sit idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_useful_replicas: Option<u32>,
     /// The allocation in force.
     #[serde(flatten)]
     pub allocation: Allocation,

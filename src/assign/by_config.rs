@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::error::AssignError;
 use super::java_order::java_cmp;
-use super::model::{QueueSelection, TopicAssignment, UNASSIGNED};
+use super::model::{AssignNote, QueueSelection, TopicAssignment, UNASSIGNED};
 
 /// Applies the map to `topics` (owners start unassigned). Consumers that are not running are
 /// reported in the returned notes and their queues stay unassigned; queues that do not exist or
@@ -13,7 +13,7 @@ pub fn allocate(
     config: &BTreeMap<String, Vec<QueueSelection>>,
     consumer_index: &HashMap<&str, u32>,
     topics: &mut [TopicAssignment],
-) -> Result<Vec<String>, AssignError> {
+) -> Result<Vec<AssignNote>, AssignError> {
     let mut entries: Vec<(&String, &Vec<QueueSelection>)> = config.iter().collect();
     entries.sort_by(|a, b| java_cmp(a.0, b.0));
     let mut first_claim: Vec<Vec<Option<&str>>> =
@@ -73,9 +73,7 @@ pub fn allocate(
     }
     Ok(absent
         .into_iter()
-        .map(|c| {
-            format!("byConfig names consumer {c}, which is not running: its queues are unassigned")
-        })
+        .map(|consumer| AssignNote::AbsentConsumer { consumer })
         .collect())
 }
 
@@ -84,7 +82,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use crate::assign::{
-        AssignError, BrokerInput, ConsumerInput, GroupInput, MessageModel, Permission,
+        AssignError, AssignNote, BrokerInput, ConsumerInput, GroupInput, MessageModel, Permission,
         QueueSelection, Strategy, TopicInput, UNASSIGNED, allocate,
     };
 
@@ -158,8 +156,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&a.topics[0].owners[..4], &[0, 0, UNASSIGNED, UNASSIGNED]);
-        assert_eq!(a.notes.len(), 1);
-        assert!(a.notes[0].contains("gone"), "{:?}", a.notes);
+        assert_eq!(
+            a.notes,
+            [AssignNote::AbsentConsumer {
+                consumer: "gone".into()
+            }]
+        );
+        assert_eq!(
+            a.notes[0].to_string(),
+            "byConfig names consumer gone, which is not running: its queues are unassigned"
+        );
     }
 
     #[test]

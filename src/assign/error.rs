@@ -1,7 +1,7 @@
 //! Why the engine refused to allocate. Where RocketMQ's client throws, so does the engine; the
 //! caller keeps the assignment in force, as RocketMQ does.
 
-/// Allocation failure. Variant names double as Kubernetes Event reasons.
+/// Allocation failure. Variant names double as Kubernetes Event reasons (see [`AssignError::reason`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssignError {
     /// No consumer to assign to (RocketMQ: "cidAll is null or cidAll empty").
@@ -74,4 +74,85 @@ pub enum AssignError {
         /// Second consumer.
         second: String,
     },
+}
+
+impl AssignError {
+    /// The Kubernetes Event / condition reason: the variant's name (`NoQueues` reads
+    /// `NoReadableQueues`, the reason a Topic without readable queues reports on itself).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AssignError::NoConsumers => "NoConsumers",
+            AssignError::NoQueues { .. } => "NoReadableQueues",
+            AssignError::DuplicateConsumer(_) => "DuplicateConsumer",
+            AssignError::EmptyConsumerId => "EmptyConsumerId",
+            AssignError::DuplicateTopic(_) => "DuplicateTopic",
+            AssignError::DuplicateBroker { .. } => "DuplicateBroker",
+            AssignError::MissingBrokerZone { .. } => "MissingBrokerZone",
+            AssignError::MissingConsumerZone { .. } => "MissingConsumerZone",
+            AssignError::UnknownQueue { .. } => "UnknownQueue",
+            AssignError::QueueListedTwice { .. } => "QueueListedTwice",
+        }
+    }
+
+    /// A low-cardinality label for metrics: every engine refusal is `Allocation`.
+    pub fn category(&self) -> &'static str {
+        "Allocation"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AssignError;
+
+    fn all() -> Vec<AssignError> {
+        let s = String::new;
+        vec![
+            AssignError::NoConsumers,
+            AssignError::NoQueues { topic: s() },
+            AssignError::DuplicateConsumer(s()),
+            AssignError::EmptyConsumerId,
+            AssignError::DuplicateTopic(s()),
+            AssignError::DuplicateBroker {
+                topic: s(),
+                broker: s(),
+            },
+            AssignError::MissingBrokerZone {
+                topic: s(),
+                broker: s(),
+            },
+            AssignError::MissingConsumerZone { consumer: s() },
+            AssignError::UnknownQueue {
+                consumer: s(),
+                topic: s(),
+                broker: s(),
+                queue_id: 0,
+                why: s(),
+            },
+            AssignError::QueueListedTwice {
+                topic: s(),
+                broker: s(),
+                queue_id: 0,
+                first: s(),
+                second: s(),
+            },
+        ]
+    }
+
+    #[test]
+    fn reasons_are_variant_names() {
+        for e in all() {
+            let variant = format!("{e:?}");
+            let variant = variant
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap();
+            let expected = if variant == "NoQueues" {
+                "NoReadableQueues"
+            } else {
+                variant
+            };
+            assert_eq!(e.reason(), expected);
+            assert_eq!(e.category(), "Allocation");
+        }
+    }
 }

@@ -241,5 +241,26 @@ pub struct Assignment {
     /// Queues whose owner differs from the previous assignment (0 without one).
     pub moved_queues: u64,
     /// Findings that are not errors (e.g. `ByConfig` naming consumers that are not running).
-    pub notes: Vec<String>,
+    pub notes: Vec<AssignNote>,
+}
+
+/// A finding of the engine that is not an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AssignNote {
+    /// `ByConfig` names a consumer that is not running: its queues stay unassigned.
+    AbsentConsumer {
+        /// The consumer id in the map.
+        consumer: String,
+    },
+}
+
+impl std::fmt::Display for AssignNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AssignNote::AbsentConsumer { consumer } => write!(
+                f,
+                "byConfig names consumer {consumer}, which is not running: its queues are unassigned"
+            ),
+        }
+    }
 }

@@ -5,7 +5,10 @@ use std::io::Read;
 
 use serde::Deserialize;
 
-use crate::api::{API_VERSION, ConsumerGroup, Topic};
+use crate::api::{API_VERSION, ConsumerGroup, GROUP, Topic};
+
+/// The kinds `plan` reads.
+const KINDS: [&str; 2] = ["Topic", "ConsumerGroup"];
 
 /// Objects found in the input files.
 #[derive(Default, Debug)]
@@ -42,7 +45,8 @@ fn read_source(path: &str) -> Result<String, LoadError> {
     }
 }
 
-/// Loads every file; other kinds (Deployments in a quickstart, say) are skipped.
+/// Loads every file; other kinds (Deployments in a quickstart, say) are skipped, but an unknown
+/// kind in our own API group (a typo such as `Topick`) is an error.
 pub fn load_files(paths: &[String]) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
     for path in paths {
@@ -85,7 +89,11 @@ fn load_value(
             "document {doc}: kind: missing (is this a Kubernetes object?)"
         ))
     })?;
-    if kind == "List" {
+    let api_version = text("apiVersion").unwrap_or_default();
+    // Our API group, any version.
+    let ours = api_version.split('/').next() == Some(GROUP);
+    // `kubectl get -o yaml` gives a `List`; the API itself a `TopicList` / `ConsumerGroupList`.
+    if kind == "List" || (ours && KINDS.iter().any(|k| kind == format!("{k}List"))) {
         if let Some(items) = value.get("items").and_then(|i| i.as_sequence()) {
             for item in items.clone() {
                 load_value(file, doc, item, loaded)?;
@@ -93,10 +101,6 @@ fn load_value(
         }
         return Ok(());
     }
-    if kind != "Topic" && kind != "ConsumerGroup" {
-        return Ok(());
-    }
-    let api_version = text("apiVersion").unwrap_or_default();
     let name = value
         .get("metadata")
         .and_then(|m| m.get("name"))
@@ -106,6 +110,18 @@ fn load_value(
         "document {doc} ({kind} {})",
         name.as_deref().unwrap_or("<unnamed>")
     );
+    if !KINDS.contains(&kind.as_str()) {
+        if !ours {
+            return Ok(());
+        }
+        let hint = match closest_kind(&kind) {
+            Some(k) => format!("; did you mean {k}?"),
+            None => String::new(),
+        };
+        return Err(err(format!(
+            "{what}: kind: {kind:?} is not a kind of {api_version} (expected Topic or ConsumerGroup{hint})"
+        )));
+    }
     if api_version != API_VERSION {
         return Err(err(format!(
             "{what}: apiVersion: {api_version:?}, expected {API_VERSION}"
@@ -137,6 +153,33 @@ fn load_value(
         }
     }
     Ok(())
+}
+
+/// The known kind a typo most likely meant: at most two edits away, ignoring case.
+fn closest_kind(kind: &str) -> Option<&'static str> {
+    let kind = kind.to_ascii_lowercase();
+    KINDS
+        .iter()
+        .map(|k| (edit_distance(&kind, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -177,6 +220,57 @@ mod tests {
         let e = load("kind: [").unwrap_err().to_string();
         assert!(e.starts_with("f.yaml: document 1: malformed YAML"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_kind_of_our_group_names_the_kind() {
+        let e = load(
+            "apiVersion: rebalancer.dev/v1alpha1\nkind: Topick\nmetadata: {name: orders}\nspec: {brokers: []}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "f.yaml: document 1 (Topick orders): kind: \"Topick\" is not a kind of rebalancer.dev/v1alpha1 (expected Topic or ConsumerGroup; did you mean Topic?)"
+        );
+        // Any version of the group, and no hint when nothing is close.
+        let e = load("apiVersion: rebalancer.dev/v2\nkind: Widget\nmetadata: {name: w}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "f.yaml: document 1 (Widget w): kind: \"Widget\" is not a kind of rebalancer.dev/v2 (expected Topic or ConsumerGroup)"
+        );
+        let e =
+            load("apiVersion: rebalancer.dev/v1alpha1\nkind: consumergroup\nmetadata: {name: g}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.ends_with("did you mean ConsumerGroup?)"), "{e}");
+    }
+
+    #[test]
+    fn other_groups_and_typed_lists() {
+        // A similar-looking group is not ours: skipped, as every other kind is.
+        let l = load(
+            "apiVersion: rebalancer.dev.example/v1\nkind: Topick\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Topick\nmetadata: {name: y}\n",
+        )
+        .unwrap();
+        assert!(l.topics.is_empty() && l.groups.is_empty());
+        let l = load(
+            "apiVersion: rebalancer.dev/v1alpha1\nkind: TopicList\nitems:\n- apiVersion: rebalancer.dev/v1alpha1\n  kind: Topic\n  metadata: {name: t}\n  spec: {brokers: [{name: a, readQueues: 1, writeQueues: 1}]}\n",
+        )
+        .unwrap();
+        assert_eq!(l.topics.len(), 1);
+    }
+
+    #[test]
+    fn kind_distance() {
+        assert_eq!(edit_distance("topick", "topic"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(closest_kind("Topics"), Some("Topic"));
+        assert_eq!(closest_kind("ConsumerGrup"), Some("ConsumerGroup"));
+        assert_eq!(closest_kind("Deployment"), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use super::load::{Loaded, load_files};
 use crate::api::{Allocation, ConsumerGroup, Topic};
 use crate::assign::ConsumerInput;
-use crate::plan::{idle_summary, plan_group};
+use crate::plan::{Plan, PlanWarning, idle_summary, plan_group_with_warnings};
 
 /// Output format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +23,8 @@ pub enum Output {
 /// Arguments of `rebalancer plan`.
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
-    /// YAML file(s) with Topic and ConsumerGroup objects; `-` reads stdin. Other kinds are skipped.
+    /// YAML file(s) with Topic and ConsumerGroup objects; `-` reads stdin. Other kinds are skipped,
+    /// except an unknown kind of rebalancer.dev (a typo), which is an error.
     #[arg(short = 'f', long = "file", required = true)]
     pub files: Vec<String>,
     /// The ConsumerGroup to plan (needed when the files hold several).
@@ -69,14 +70,14 @@ pub fn run(args: &PlanArgs) -> Result<(), String> {
         }
     }
     let lookup = |name: &str| find(name).map(|(_, t)| t);
-    let allocation = plan_group(&group.spec, false, lookup, &consumers, previous.as_ref())
+    let plan = plan_group_with_warnings(&group.spec, false, lookup, &consumers, previous.as_ref())
         .map_err(|e| format!("{file}: ConsumerGroup {}: {e}", group.name_any()))?;
     let text = match args.output {
         Output::Json => {
-            serde_json::to_string_pretty(&allocation).map_err(|e| e.to_string())? + "\n"
+            serde_json::to_string_pretty(&plan.allocation).map_err(|e| e.to_string())? + "\n"
         }
-        Output::Yaml => serde_yaml::to_string(&allocation).map_err(|e| e.to_string())?,
-        Output::Table => table(group, &allocation),
+        Output::Yaml => serde_yaml::to_string(&plan.allocation).map_err(|e| e.to_string())?,
+        Output::Table => table(group, &plan),
     };
     print!("{text}");
     Ok(())
@@ -151,7 +152,8 @@ fn read_previous(path: &str) -> Result<Allocation, String> {
         .map_err(|e| format!("{path}: {}: {}", e.path(), e.inner()))
 }
 
-fn table(group: &ConsumerGroup, a: &Allocation) -> String {
+fn table(group: &ConsumerGroup, plan: &Plan) -> String {
+    let a = &plan.allocation;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -226,10 +228,10 @@ fn table(group: &ConsumerGroup, a: &Allocation) -> String {
     // With one topic the per-topic idle warning repeats the summary line.
     let single_topic = group.spec.topics.len() == 1;
     warnings.extend(
-        a.warnings
+        plan.warnings
             .iter()
-            .filter(|w| !(single_topic && w.contains(" on topic ") && w.ends_with(" idle")))
-            .cloned(),
+            .filter(|w| !(single_topic && matches!(w, PlanWarning::MoreConsumersThanQueues { .. })))
+            .map(ToString::to_string),
     );
     if !warnings.is_empty() {
         out.push('\n');

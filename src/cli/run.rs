@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Most group reconciles running at once (per watched namespace). Bounds the load on the
+    /// API server during a cold start or after a restart.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -80,6 +84,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         lease,
         metrics_addr: args.metrics_addr,
         instance,
+        concurrency: args.max_concurrent_reconciles,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,14 +3,21 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::leader::Leadership;
 use super::metrics::Metrics;
+use super::scope::{Failures, NodeZones};
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "rebalancer";
+
+/// `reportingController` of the operator's Events.
+pub const REPORTING_CONTROLLER: &str = "rebalancer";
 
 /// Largest serialised status the operator writes with its `assignments` list; beyond it the list
 /// is left out (every pod still has its queues in its annotation). etcd caps objects at ~1.5 MiB.
@@ -25,12 +32,16 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Whether this replica may write.
     pub leadership: Leadership,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// This replica's name: the Events' `reportingInstance`.
+    pub instance: String,
     /// Status size budget in bytes.
     pub status_budget: usize,
     /// Largest `rebalancer.dev/queues` annotation value in bytes.
     pub annotation_budget: usize,
+    /// Zones of nodes (zone-aware strategies).
+    pub nodes: Arc<NodeZones>,
+    /// Consecutive failures per object.
+    pub failures: Arc<Failures>,
 }
 
 impl Context {
@@ -41,12 +52,10 @@ impl Context {
         leadership: Leadership,
         instance: Option<String>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "rebalancer".into(),
-            instance,
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            instance: instance.unwrap_or_else(|| format!("rebalancer-{}", std::process::id())),
+            nodes: Arc::new(NodeZones::new(client.clone())),
+            failures: Arc::new(Failures::default()),
             client,
             metrics,
             leadership,
@@ -56,6 +65,11 @@ impl Context {
     }
 
     /// Publishes an Event; a failure is logged, never fatal.
+    ///
+    /// Each call creates its own Event object. (kube's `Recorder` folds Events of the same
+    /// reason and object into one series for minutes and keeps the first one's text, so a later
+    /// "3 consumers, 8 queues, 3 moved" read "2 consumers, 8 queues, 0 moved"; Events here are
+    /// sent on transitions only, so there is nothing to fold.)
     pub async fn event(
         &self,
         reference: &ObjectReference,
@@ -67,19 +81,39 @@ impl Context {
         if !self.leadership.is_leader() {
             return;
         }
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: action.into(),
-            secondary: None,
+        let Some(namespace) = reference.namespace.clone() else {
+            return;
         };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
+        let now = Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                // client-go's naming: the object's name and the time in hex nanoseconds.
+                name: Some(format!(
+                    "{}.{:x}",
+                    reference.name.as_deref().unwrap_or("rebalancer"),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            note: Some(truncate(note, 1000)),
+            regarding: Some(reference.clone()),
+            reporting_controller: Some(REPORTING_CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match api.create(&params, &event).await {
+            Ok(_) => self.metrics.count_write("events"),
+            Err(e) => tracing::warn!(error = %e, reason, "could not publish event"),
         }
     }
 }

@@ -68,6 +68,14 @@ pub enum Decision {
     Follow,
 }
 
+/// Lease writes carry the operator's field manager, like every other write.
+fn write_params() -> PostParams {
+    PostParams {
+        field_manager: Some(super::context::FIELD_MANAGER.into()),
+        ..PostParams::default()
+    }
+}
+
 /// Decides from a lease's content whether `identity` may hold it at `now`.
 pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
     let Some(spec) = spec else {
@@ -119,7 +127,7 @@ impl LeaseLock {
                     },
                     spec: Some(self.spec(None, now)),
                 };
-                api.create(&PostParams::default(), &lease).await?;
+                api.create(&write_params(), &lease).await?;
                 Ok(true)
             }
             Some(mut lease) => match decide(lease.spec.as_ref(), &self.identity, now) {
@@ -127,7 +135,7 @@ impl LeaseLock {
                 Decision::Acquire => {
                     lease.spec = Some(self.spec(lease.spec.as_ref(), now));
                     // `replace` carries the resourceVersion we read: a racing writer gets a conflict.
-                    api.replace(&self.name, &PostParams::default(), &lease)
+                    api.replace(&self.name, &write_params(), &lease)
                         .await?;
                     Ok(true)
                 }
@@ -149,7 +157,7 @@ impl LeaseLock {
             if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
                 spec.holder_identity = None;
                 spec.lease_duration_seconds = Some(1);
-                api.replace(&self.name, &PostParams::default(), &lease)
+                api.replace(&self.name, &write_params(), &lease)
                     .await?;
                 tracing::info!(lease = %self.name, "released the lease");
             }

@@ -34,6 +34,13 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels of a write to the API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// Resource written (`pods`, `consumergroups/status`, `topics/status`, `events`).
+    pub resource: String,
+}
+
 /// All metrics of the operator.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -49,6 +56,8 @@ pub struct Metrics {
     pub queues_moved: Family<GroupLabels, Counter>,
     /// 1 while this replica holds the leader lease (or runs without leader election).
     pub leader: Gauge,
+    /// Successful writes by resource.
+    pub writes: Family<WriteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +71,12 @@ impl Default for Metrics {
         let idle_consumers = Family::<GroupLabels, Gauge>::default();
         let queues_moved = Family::<GroupLabels, Counter>::default();
         let leader = Gauge::default();
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "writes",
+            "Successful writes to the API server by resource",
+            writes.clone(),
+        );
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -92,6 +107,7 @@ impl Default for Metrics {
             idle_consumers,
             queues_moved,
             leader,
+            writes,
         }
     }
 }
@@ -131,11 +147,20 @@ impl Metrics {
             self.errors
                 .get_or_create(&ErrorLabels {
                     kind: kind.into(),
-                    reason: e.metric_label().into(),
+                    reason: e.category().into(),
                 })
                 .inc();
         }
         result
+    }
+
+    /// Counts one successful write of `resource`.
+    pub fn count_write(&self, resource: &str) {
+        self.writes
+            .get_or_create(&WriteLabels {
+                resource: resource.to_string(),
+            })
+            .inc();
     }
 
     /// Labels of a kind.

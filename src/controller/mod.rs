@@ -6,33 +6,34 @@ pub mod consumers;
 pub mod context;
 pub mod error;
 pub mod group;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod preflight;
+pub mod scope;
 pub mod server;
 pub mod sweep;
 pub mod topic;
+pub mod watch;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::watch as signal;
 
 use crate::api::{ConsumerGroup, Topic};
 pub use context::Context;
 pub use error::Error;
+use scope::Scope;
 
 /// Settings of `rebalancer run`.
 #[derive(Debug, Clone)]
@@ -45,72 +46,25 @@ pub struct Settings {
     pub metrics_addr: std::net::SocketAddr,
     /// This replica's name (Events' reporting instance, lease identity).
     pub instance: Option<String>,
+    /// Most reconciles running at once per scope.
+    pub concurrency: u16,
 }
 
-fn error_policy<K, C>(_: Arc<K>, error: &Error, _: Arc<C>) -> Action {
-    tracing::warn!(%error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+/// Requeue after a failed reconcile: exponential for transient failures, slow for refusals that
+/// only a person can fix.
+fn retry(failures: &scope::Failures, key: String, error: &Error) -> Action {
+    let n = failures.record(&key);
+    let after = error.retry_after(n);
+    tracing::warn!(%error, object = %key, attempt = n, retry_in = ?after, "reconcile failed");
+    Action::requeue(after)
 }
 
-/// Groups in `namespace` that subscribe to topic `name`.
-fn groups_of_topic(store: &Store<ConsumerGroup>, topic: &Topic) -> Vec<ObjectRef<ConsumerGroup>> {
-    let namespace = topic.namespace();
-    let name = topic.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|g| g.namespace() == namespace && g.spec.topics.contains(&name))
-        .map(|g| ObjectRef::from_obj(g.as_ref()))
-        .collect()
-}
-
-/// Groups a pod may belong to: ours by label, or any group of its namespace whose selector
-/// matches it (workload groups are matched on the next reconcile, so they are all triggered).
-fn groups_of_pod(store: &Store<ConsumerGroup>, pod: &Pod) -> Vec<ObjectRef<ConsumerGroup>> {
-    let namespace = pod.namespace();
-    let labels: BTreeMap<String, String> = pod.labels().clone();
-    store
-        .state()
-        .iter()
-        .filter(|g| g.namespace() == namespace)
-        .filter(|g| {
-            if labels.get(consumers::GROUP_LABEL) == Some(&g.name_any()) {
-                return true;
-            }
-            match g.spec.consumers.as_ref() {
-                Some(c) => match &c.selector {
-                    Some(sel) => kube::core::Selector::try_from(sel.clone())
-                        .map(|s| kube::core::SelectorExt::matches(&s, &labels))
-                        .unwrap_or(true),
-                    None => true,
-                },
-                None => false,
-            }
-        })
-        .map(|g| ObjectRef::from_obj(g.as_ref()))
-        .collect()
-}
-
-/// Groups whose `workloadRef` names this workload.
-fn groups_of_workload(
-    store: &Store<ConsumerGroup>,
-    kind: &str,
-    namespace: Option<String>,
-    name: &str,
-) -> Vec<ObjectRef<ConsumerGroup>> {
-    store
-        .state()
-        .iter()
-        .filter(|g| g.namespace() == namespace)
-        .filter(|g| {
-            g.spec
-                .consumers
-                .as_ref()
-                .and_then(|c| c.workload_ref.as_ref())
-                .is_some_and(|w| w.kind == kind && w.name == name)
-        })
-        .map(|g| ObjectRef::from_obj(g.as_ref()))
-        .collect()
+fn key_of<K: kube::Resource>(kind: &str, object: &K) -> String {
+    format!(
+        "{kind}/{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -127,21 +81,39 @@ where
     }
 }
 
-/// The caches of one scope that reconciles read. Until each holds a full list the operator's view
-/// is partial (a group not listed yet looks deleted to the sweeper), so readiness waits for them.
+/// A cache that can say when its first full list is in.
+trait Synced: Send + Sync {
+    fn synced(&self) -> futures::future::BoxFuture<'_, Result<(), WriterDropped>>;
+}
+
+impl<K> Synced for Store<K>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    fn synced(&self) -> futures::future::BoxFuture<'_, Result<(), WriterDropped>> {
+        Box::pin(self.wait_until_ready())
+    }
+}
+
+/// The caches of one scope. Until each holds a full list the operator's view is partial (a group
+/// not listed yet looks deleted to the sweeper, a pod not listed yet looks gone), so readiness
+/// waits for them.
+#[derive(Clone, Default)]
 struct Caches {
-    groups: Store<ConsumerGroup>,
-    topics: Store<Topic>,
-    labelled_pods: Store<Pod>,
-    swept_groups: Store<ConsumerGroup>,
+    stores: Vec<Arc<dyn Synced>>,
 }
 
 impl Caches {
+    fn add(&mut self, store: impl Synced + 'static) {
+        self.stores.push(Arc::new(store));
+    }
+
     async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
-        self.groups.wait_until_ready().await?;
-        self.topics.wait_until_ready().await?;
-        self.labelled_pods.wait_until_ready().await?;
-        self.swept_groups.wait_until_ready().await
+        for store in &self.stores {
+            store.synced().await?;
+        }
+        Ok(())
     }
 }
 
@@ -164,52 +136,152 @@ async fn log_failure<T, E: std::fmt::Display>(what: &'static str, result: Result
     }
 }
 
-/// The ConsumerGroup controller of one scope: its cache and its loop.
+/// A Deployment as the cache keeps it: its selector and replicas, not its pod template.
+fn trim_deployment(d: &mut Deployment) {
+    watch::trim_meta(d);
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+    }
+    d.status = None;
+}
+
+fn trim_statefulset(d: &mut StatefulSet) {
+    watch::trim_meta(d);
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+        spec.volume_claim_templates = None;
+    }
+    d.status = None;
+}
+
+fn trim_replicaset(d: &mut ReplicaSet) {
+    watch::trim_meta(d);
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = None;
+    }
+    d.status = None;
+}
+
+/// The ConsumerGroup controller of one scope, over the scope's caches: its loop and caches.
 fn group_controller(
     client: &Client,
     ctx: Arc<Context>,
     ns: Option<&str>,
-    gained: watch::Receiver<u64>,
-) -> (
-    Store<ConsumerGroup>,
-    impl Future<Output = ()> + Send + use<>,
-) {
-    let groups = Controller::new(
+    settings: &Settings,
+    gained: signal::Receiver<u64>,
+) -> (Arc<Scope>, impl Future<Output = ()> + Send + use<>) {
+    let index = Arc::new(index::GroupIndex::default());
+    let (groups, group_events) = watch::reflect(
         scoped::<ConsumerGroup>(client, ns),
-        watcher::Config::default().any_semantic(),
+        watch::config(),
+        watch::trim_meta,
     );
-    let store = groups.store();
-    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
-    let group_loop = groups
-        .watches(
-            scoped::<Topic>(client, ns),
-            watcher::Config::default().any_semantic(),
-            move |t| groups_of_topic(&s1, &t),
-        )
-        .watches(
-            scoped::<Pod>(client, ns),
-            watcher::Config::default().any_semantic(),
-            move |p| groups_of_pod(&s2, &p),
-        )
-        .watches(
-            scoped::<Deployment>(client, ns),
-            watcher::Config::default().any_semantic(),
-            move |d| groups_of_workload(&s3, "Deployment", d.namespace(), &d.name_any()),
-        )
-        .watches(
-            scoped::<StatefulSet>(client, ns),
-            watcher::Config::default().any_semantic(),
-            move |d| groups_of_workload(&s4, "StatefulSet", d.namespace(), &d.name_any()),
-        )
-        .reconcile_all_on(leadership_gained(gained))
-        // A rollout changes many pods within a second: plan once for the burst.
-        .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
-        )
-        .shutdown_on_signal()
-        .run(group::reconcile, error_policy, ctx)
-        .for_each(|r| log_failure("group reconcile", r));
-    (store, group_loop)
+    // The index follows every group's spec before the group's own reconcile runs.
+    let (seen, indexing) = (groups.clone(), index.clone());
+    let group_events = group_events.inspect_ok(move |g| {
+        if seen.get(&ObjectRef::from_obj(g)).is_some() {
+            indexing.upsert(g);
+        } else {
+            indexing.remove(g);
+        }
+    });
+    let (topics, topic_events) =
+        watch::reflect(scoped::<Topic>(client, ns), watch::config(), watch::trim_meta);
+    let (pods, pod_events) =
+        watch::reflect(scoped::<Pod>(client, ns), watch::config(), watch::trim_pod);
+    let (deployments, deployment_events) = watch::reflect(
+        scoped::<Deployment>(client, ns),
+        watch::config(),
+        trim_deployment,
+    );
+    let (statefulsets, statefulset_events) = watch::reflect(
+        scoped::<StatefulSet>(client, ns),
+        watch::config(),
+        trim_statefulset,
+    );
+    let (replicasets, replicaset_events) = watch::reflect(
+        scoped::<ReplicaSet>(client, ns),
+        watch::config(),
+        trim_replicaset,
+    );
+    let scope = Arc::new(Scope {
+        ctx,
+        groups: groups.clone(),
+        topics,
+        pods,
+        deployments,
+        statefulsets,
+        replicasets,
+        index: index.clone(),
+    });
+    let workload_trigger = |kind: &'static str| {
+        let index = index.clone();
+        move |o: &dyn WorkloadObject| {
+            index.groups_of_workload(&o.ns(), kind, &o.name())
+        }
+    };
+    let (i1, i2) = (index.clone(), index.clone());
+    let (w1, w2, w3) = (
+        workload_trigger("Deployment"),
+        workload_trigger("StatefulSet"),
+        workload_trigger("ReplicaSet"),
+    );
+    let concurrency = settings.concurrency;
+    let group_loop = Controller::for_stream(
+        watch::log_errors(group_events, "ConsumerGroup"),
+        groups,
+    )
+    .watches_stream(watch::log_errors(topic_events, "Topic"), move |t: Topic| {
+        i1.groups_of_topic(&t.namespace().unwrap_or_default(), &t.name_any())
+    })
+    .watches_stream(watch::log_errors(pod_events, "Pod"), move |p: Pod| {
+        i2.groups_of_pod(&p)
+    })
+    .watches_stream(
+        watch::log_errors(deployment_events, "Deployment"),
+        move |d: Deployment| w1(&d),
+    )
+    .watches_stream(
+        watch::log_errors(statefulset_events, "StatefulSet"),
+        move |d: StatefulSet| w2(&d),
+    )
+    .watches_stream(
+        watch::log_errors(replicaset_events, "ReplicaSet"),
+        move |d: ReplicaSet| w3(&d),
+    )
+    .reconcile_all_on(leadership_gained(gained))
+    // A rollout changes many pods within a second: plan once for the burst; and never more
+    // reconciles at once than the API server should take from one client.
+    .with_config(
+        kube::runtime::controller::Config::default()
+            .debounce(Duration::from_millis(500))
+            .concurrency(concurrency),
+    )
+    .shutdown_on_signal()
+    .run(
+        group::reconcile,
+        |g: Arc<ConsumerGroup>, e: &Error, s: Arc<Scope>| {
+            retry(&s.ctx.failures, key_of("ConsumerGroup", g.as_ref()), e)
+        },
+        scope.clone(),
+    )
+    .for_each(|r| log_failure("group reconcile", r));
+    (scope, group_loop)
+}
+
+/// Namespace and name of a cached workload, for its trigger.
+trait WorkloadObject {
+    fn ns(&self) -> String;
+    fn name(&self) -> String;
+}
+
+impl<K: kube::Resource> WorkloadObject for K {
+    fn ns(&self) -> String {
+        self.namespace().unwrap_or_default()
+    }
+    fn name(&self) -> String {
+        self.name_any()
+    }
 }
 
 /// The Topic controller of one scope: its cache and its loop.
@@ -217,22 +289,26 @@ fn topic_controller(
     client: &Client,
     ctx: Arc<Context>,
     ns: Option<&str>,
-    gained: watch::Receiver<u64>,
+    gained: signal::Receiver<u64>,
 ) -> (Store<Topic>, impl Future<Output = ()> + Send + use<>) {
-    let topics = Controller::new(
-        scoped::<Topic>(client, ns),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = topics.store();
-    let topic_loop = topics
+    let (topics, events) =
+        watch::reflect(scoped::<Topic>(client, ns), watch::config(), watch::trim_meta);
+    let topic_loop = Controller::for_stream(watch::log_errors(events, "Topic"), topics.clone())
         .reconcile_all_on(leadership_gained(gained))
         .shutdown_on_signal()
-        .run(topic::reconcile, error_policy, ctx)
+        .run(
+            topic::reconcile,
+            |t: Arc<Topic>, e: &Error, c: Arc<Context>| {
+                retry(&c.failures, key_of("Topic", t.as_ref()), e)
+            },
+            ctx,
+        )
         .for_each(|r| log_failure("topic reconcile", r));
-    (store, topic_loop)
+    (topics, topic_loop)
 }
 
-/// The orphan sweep of one scope: its cache of labelled pods and its loop.
+/// The orphan sweep of one scope: its cache of labelled pods, its own copy of the groups, and its
+/// loop.
 fn sweep_controller(
     client: &Client,
     ctx: Arc<Context>,
@@ -243,35 +319,38 @@ fn sweep_controller(
     impl Future<Output = ()> + Send + use<>,
 ) {
     // Only labelled pods are cached here: the consumers, not the whole cluster.
-    let labelled = watcher::Config::default()
-        .labels(consumers::GROUP_LABEL)
-        .any_semantic();
-    let pods = Controller::new(scoped::<Pod>(client, ns), labelled);
-    let store = pods.store();
-    let members = store.clone();
+    let (labelled, pod_events) = watch::reflect(
+        scoped::<Pod>(client, ns),
+        watch::config().labels(consumers::GROUP_LABEL),
+        watch::trim_pod,
+    );
     // A deleted group changes none of its pods, so its deletion must start their sweep. The
-    // sweep reads its own copy of the groups, updated before the event that triggers it: the
-    // group controller's cache may not have seen the deletion yet.
-    let (groups, writer) = kube::runtime::reflector::store::<ConsumerGroup>();
-    let group_events = kube::runtime::reflector(
-        writer,
-        watcher(
-            scoped::<ConsumerGroup>(client, ns),
-            watcher::Config::default().any_semantic(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
+    // sweep reads its own copy of the groups, updated before the event that triggers it.
+    let (groups, group_events) = watch::reflect(
+        scoped::<ConsumerGroup>(client, ns),
+        watch::config(),
+        watch::trim_meta,
+    );
+    let members = labelled.clone();
     let sweep_ctx = Arc::new(sweep::SweepContext {
         ctx,
         groups: groups.clone(),
     });
-    let sweep_loop = pods
-        .watches_stream(group_events, move |g| sweep::pods_of_group(&members, &g))
+    let sweep_loop = Controller::for_stream(watch::log_errors(pod_events, "Pod"), labelled.clone())
+        .watches_stream(
+            watch::log_errors(group_events, "ConsumerGroup"),
+            move |g: ConsumerGroup| sweep::pods_of_group(&members, &g),
+        )
         .shutdown_on_signal()
-        .run(sweep::reconcile, error_policy, sweep_ctx)
+        .run(
+            sweep::reconcile,
+            |p: Arc<Pod>, e: &Error, s: Arc<sweep::SweepContext>| {
+                retry(&s.ctx.failures, key_of("Pod", p.as_ref()), e)
+            },
+            sweep_ctx,
+        )
         .for_each(|r| log_failure("orphan sweep", r));
-    (store, groups, sweep_loop)
+    (labelled, groups, sweep_loop)
 }
 
 /// The controllers of one namespace (or all): their caches, and a future that runs them until
@@ -280,18 +359,25 @@ fn run_scope(
     client: &Client,
     ctx: &Arc<Context>,
     namespace: Option<&str>,
-    gained: &watch::Receiver<u64>,
+    settings: &Settings,
+    gained: &signal::Receiver<u64>,
 ) -> (Caches, impl Future<Output = ()> + Send + use<>) {
-    let (groups, group_loop) = group_controller(client, ctx.clone(), namespace, gained.clone());
-    let (topics, topic_loop) = topic_controller(client, ctx.clone(), namespace, gained.clone());
+    let (scope, group_loop) =
+        group_controller(client, ctx.clone(), namespace, settings, gained.clone());
+    let (tracked_topics, topic_loop) =
+        topic_controller(client, ctx.clone(), namespace, gained.clone());
     let (labelled_pods, swept_groups, sweep_loop) =
         sweep_controller(client, ctx.clone(), namespace);
-    let caches = Caches {
-        groups,
-        topics,
-        labelled_pods,
-        swept_groups,
-    };
+    let mut caches = Caches::default();
+    caches.add(scope.groups.clone());
+    caches.add(scope.topics.clone());
+    caches.add(scope.pods.clone());
+    caches.add(scope.deployments.clone());
+    caches.add(scope.statefulsets.clone());
+    caches.add(scope.replicasets.clone());
+    caches.add(tracked_topics);
+    caches.add(labelled_pods);
+    caches.add(swept_groups);
     let loops = async move {
         tokio::join!(group_loop, topic_loop, sweep_loop);
     };
@@ -299,7 +385,7 @@ fn run_scope(
 }
 
 /// A stream that yields each time leadership is gained.
-fn leadership_gained(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send + 'static {
+fn leadership_gained(rx: signal::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send + 'static {
     tokio_stream::wrappers::WatchStream::from_changes(rx).map(|_| ())
 }
 
@@ -340,7 +426,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     preflight::run(&client, &api_server, &checks).await?;
 
     let metrics = Arc::new(metrics::Metrics::default());
-    let (gained_tx, gained_rx) = watch::channel(0u64);
+    let (gained_tx, gained_rx) = signal::channel(0u64);
     let leadership = match &settings.lease {
         Some(_) => leader::Leadership::follower(),
         None => leader::Leadership::always(),
@@ -364,7 +450,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         .map(|lease| tokio::spawn(lease.run(client.clone(), leadership.clone(), gained_tx)));
     let (caches, loops): (Vec<_>, Vec<_>) = scopes(&settings.namespaces)
         .iter()
-        .map(|ns| run_scope(&client, &ctx, ns.as_deref(), &gained_rx))
+        .map(|ns| run_scope(&client, &ctx, ns.as_deref(), &settings, &gained_rx))
         .unzip();
     log_started(&settings, &api_server);
     tokio::join!(
@@ -386,90 +472,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::reflector;
-    use serde_json::json;
-
-    fn store(groups: Vec<serde_json::Value>) -> Store<ConsumerGroup> {
-        let (reader, mut writer) = reflector::store();
-        for g in groups {
-            let group: ConsumerGroup = serde_json::from_value(g).unwrap();
-            writer.apply_watcher_event(&watcher::Event::Apply(group));
-        }
-        reader
-    }
-
-    fn group(
-        ns: &str,
-        name: &str,
-        topics: &[&str],
-        consumers: serde_json::Value,
-    ) -> serde_json::Value {
-        json!({
-            "apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"topics": topics, "consumers": consumers}
-        })
-    }
-
-    fn names(refs: Vec<ObjectRef<ConsumerGroup>>) -> Vec<String> {
-        let mut n: Vec<String> = refs.into_iter().map(|r| r.name).collect();
-        n.sort();
-        n
-    }
-
-    fn sample() -> Store<ConsumerGroup> {
-        let deploy = json!({"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders"}});
-        let sts = json!({"workloadRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "orders"}});
-        let selector = json!({"selector": {"matchLabels": {"app": "pay"}}});
-        store(vec![
-            group("a", "by-deploy", &["orders", "payments"], deploy.clone()),
-            group("a", "by-sts", &["orders"], sts),
-            group("a", "by-label", &["payments"], selector),
-            group("b", "other-ns", &["orders"], deploy),
-        ])
-    }
-
-    #[test]
-    fn a_topic_replans_the_groups_of_its_namespace_that_subscribe() {
-        let topic: Topic = serde_json::from_value(json!({
-            "apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
-            "metadata": {"name": "orders", "namespace": "a"}, "spec": {"brokers": [{"name": "b", "readQueues": 1, "writeQueues": 1}]}
-        }))
-        .unwrap();
-        assert_eq!(
-            names(groups_of_topic(&sample(), &topic)),
-            ["by-deploy", "by-sts"]
-        );
-    }
-
-    #[test]
-    fn a_pod_triggers_matching_selector_groups_and_workload_groups() {
-        let pod = |labels: serde_json::Value| -> Pod {
-            serde_json::from_value(
-                json!({"metadata": {"name": "p", "namespace": "a", "labels": labels}}),
-            )
-            .unwrap()
-        };
-        let s = sample();
-        assert_eq!(
-            names(groups_of_pod(&s, &pod(json!({"app": "pay"})))),
-            ["by-deploy", "by-label", "by-sts"]
-        );
-        assert_eq!(
-            names(groups_of_pod(&s, &pod(json!({"app": "other"})))),
-            ["by-deploy", "by-sts"]
-        );
-        // A pod that left a selector group still carries its label: that group must clean it up.
-        let leaver = pod(json!({"app": "other", consumers::GROUP_LABEL: "by-label"}));
-        assert_eq!(
-            names(groups_of_pod(&s, &leaver)),
-            ["by-deploy", "by-label", "by-sts"]
-        );
-    }
+    use kube::runtime::{reflector, watcher};
 
     #[tokio::test]
     async fn leadership_gains_trigger_once_each_and_the_start_value_does_not() {
-        let (tx, rx) = watch::channel(0u64);
+        let (tx, rx) = signal::channel(0u64);
         let mut gained = Box::pin(leadership_gained(rx));
         tx.send(1).unwrap();
         assert_eq!(gained.next().await, Some(()));
@@ -479,52 +486,22 @@ mod tests {
         assert_eq!(gained.next().await, None);
     }
 
-    struct Writers {
-        groups: reflector::store::Writer<ConsumerGroup>,
-        topics: reflector::store::Writer<Topic>,
-        labelled_pods: reflector::store::Writer<Pod>,
-        swept_groups: reflector::store::Writer<ConsumerGroup>,
-    }
-
-    fn caches() -> (Caches, Writers) {
-        let (groups, groups_writer) = reflector::store();
-        let (topics, topics_writer) = reflector::store();
-        let (labelled_pods, pods_writer) = reflector::store();
-        let (swept_groups, swept_writer) = reflector::store();
-        let caches = Caches {
-            groups,
-            topics,
-            labelled_pods,
-            swept_groups,
-        };
-        let writers = Writers {
-            groups: groups_writer,
-            topics: topics_writer,
-            labelled_pods: pods_writer,
-            swept_groups: swept_writer,
-        };
-        (caches, writers)
-    }
-
     #[tokio::test]
     async fn ready_only_once_every_cache_of_every_scope_has_synced() {
-        let ((a, mut wa), (b, mut wb)) = (caches(), caches());
+        let (groups_a, mut wa) = reflector::store::<ConsumerGroup>();
+        let (pods_a, mut wpa) = reflector::store::<Pod>();
+        let (groups_b, mut wb) = reflector::store::<ConsumerGroup>();
+        let (mut a, mut b) = (Caches::default(), Caches::default());
+        a.add(groups_a);
+        a.add(pods_a);
+        b.add(groups_b);
         let ready = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(mark_ready_when_synced(vec![a, b], ready.clone()));
-        wa.groups.apply_watcher_event(&watcher::Event::InitDone);
-        wa.topics.apply_watcher_event(&watcher::Event::InitDone);
-        wa.labelled_pods
-            .apply_watcher_event(&watcher::Event::InitDone);
-        wa.swept_groups
-            .apply_watcher_event(&watcher::Event::InitDone);
-        wb.swept_groups
-            .apply_watcher_event(&watcher::Event::InitDone);
-        wb.groups.apply_watcher_event(&watcher::Event::InitDone);
-        wb.topics.apply_watcher_event(&watcher::Event::InitDone);
+        wa.apply_watcher_event(&watcher::Event::InitDone);
+        wb.apply_watcher_event(&watcher::Event::InitDone);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!ready.load(Ordering::SeqCst));
-        wb.labelled_pods
-            .apply_watcher_event(&watcher::Event::InitDone);
+        wpa.apply_watcher_event(&watcher::Event::InitDone);
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .unwrap()
@@ -534,39 +511,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_controller_stopped_before_syncing_leaves_the_operator_unready() {
-        let (a, writers) = caches();
+        let (groups, writer) = reflector::store::<ConsumerGroup>();
+        let mut caches = Caches::default();
+        caches.add(groups);
         let ready = Arc::new(AtomicBool::new(false));
-        drop(writers);
+        drop(writer);
         tokio::time::timeout(
             Duration::from_secs(5),
-            mark_ready_when_synced(vec![a], ready.clone()),
+            mark_ready_when_synced(vec![caches], ready.clone()),
         )
         .await
         .unwrap();
         assert!(!ready.load(Ordering::SeqCst));
-    }
-
-    #[test]
-    fn a_workload_triggers_only_the_groups_that_name_it() {
-        let s = sample();
-        assert_eq!(
-            names(groups_of_workload(
-                &s,
-                "Deployment",
-                Some("a".into()),
-                "orders"
-            )),
-            ["by-deploy"]
-        );
-        assert_eq!(
-            names(groups_of_workload(
-                &s,
-                "StatefulSet",
-                Some("a".into()),
-                "orders"
-            )),
-            ["by-sts"]
-        );
-        assert!(groups_of_workload(&s, "Deployment", Some("a".into()), "nope").is_empty());
     }
 }

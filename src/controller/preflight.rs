@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -37,17 +37,20 @@ pub enum Watched {
     Deployments,
     /// `statefulsets.apps`.
     StatefulSets,
+    /// `replicasets.apps`.
+    ReplicaSets,
 }
 
 impl Watched {
     /// Every watched kind, CRDs first: a missing CRD is the likeliest failure and the one with
     /// the clearest fix.
-    pub const ALL: [Watched; 5] = [
+    pub const ALL: [Watched; 6] = [
         Watched::ConsumerGroups,
         Watched::Topics,
         Watched::Pods,
         Watched::Deployments,
         Watched::StatefulSets,
+        Watched::ReplicaSets,
     ];
 
     /// The name kubectl and RBAC messages use: plural, qualified by the API group.
@@ -58,6 +61,7 @@ impl Watched {
             Watched::Pods => qualified::<Pod>(),
             Watched::Deployments => qualified::<Deployment>(),
             Watched::StatefulSets => qualified::<StatefulSet>(),
+            Watched::ReplicaSets => qualified::<ReplicaSet>(),
         }
     }
 
@@ -156,6 +160,12 @@ pub fn checks(namespaces: &[String], lease: Option<&LeaseLock>) -> Vec<Check> {
 pub async fn connect() -> Result<(Client, String), String> {
     let mut config = Config::infer().await.map_err(|e| config_error(&e))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
+    // The API server names writes without a field manager after the User-Agent; kube sends none,
+    // which reads "unknown" in managedFields and audit logs.
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(concat!("rebalancer/", env!("CARGO_PKG_VERSION"))),
+    ));
     let server = config
         .cluster_url
         .to_string()
@@ -231,6 +241,7 @@ async fn list(client: &Client, kind: Watched, namespace: Option<&str>) -> Result
         Watched::Pods => list_one::<Pod>(client, namespace).await,
         Watched::Deployments => list_one::<Deployment>(client, namespace).await,
         Watched::StatefulSets => list_one::<StatefulSet>(client, namespace).await,
+        Watched::ReplicaSets => list_one::<ReplicaSet>(client, namespace).await,
     }
 }
 
@@ -476,6 +487,7 @@ mod tests {
                 "list pods in all namespaces",
                 "list deployments.apps in all namespaces",
                 "list statefulsets.apps in all namespaces",
+                "list replicasets.apps in all namespaces",
             ]
         );
         let lease = LeaseLock {
@@ -486,13 +498,13 @@ mod tests {
             renew_every: Duration::from_secs(5),
         };
         let scoped = names(checks(&["a".into(), "b".into()], Some(&lease)));
-        assert_eq!(scoped.len(), 11);
+        assert_eq!(scoped.len(), 13);
         assert_eq!(
-            scoped[5],
+            scoped[6],
             "list consumergroups.rebalancer.dev in namespace \"b\""
         );
         assert_eq!(
-            scoped[10],
+            scoped[12],
             "get leases.coordination.k8s.io \"rebalancer-leader\" in namespace \"ops\""
         );
     }

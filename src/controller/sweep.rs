@@ -75,7 +75,12 @@ pub async fn reconcile(pod: Arc<Pod>, sweep: Arc<SweepContext>) -> Result<Action
     {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            return Err(Error::kube(
+                format!("patch pod {namespace}/{}", pod.name_any()),
+                e,
+            ));
+        }
     }
     Ok(Action::await_change())
 }

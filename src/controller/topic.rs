@@ -1,4 +1,5 @@
-//! The Topic reconciler: totals, producer shares and the `QueueMismatch` warning in the status.
+//! The Topic reconciler: writes the status the plan layer decides (totals, producer shares, the
+//! `Ready` and `QueueMismatch` conditions) and emits Events on transitions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,95 +13,19 @@ use serde_json::json;
 use super::conditions::{self, Desired};
 use super::context::{Context, FIELD_MANAGER};
 use super::error::Error;
-use crate::api::validation::validate_topic;
-use crate::api::{BrokerStatus, Topic, TopicStatus};
-use crate::assign::java_order::java_cmp;
-use crate::assign::producer::{format_share, mismatches};
-use crate::plan::topic_input;
+use crate::api::{Topic, TopicStatus};
+use crate::plan::topic_status;
 
 /// Condition type: a broker's read and write queue counts differ.
-pub const QUEUE_MISMATCH: &str = "QueueMismatch";
+pub const QUEUE_MISMATCH: &str = topic_status::QUEUE_MISMATCH;
 
-/// The status a topic should have (conditions not yet merged).
+/// The status a topic should have (conditions not yet merged), as the plan layer decides it.
 pub fn desired_status(topic: &Topic) -> (TopicStatus, Vec<Desired>) {
-    let violations = validate_topic(&topic.spec);
-    if !violations.is_empty() {
-        let message = violations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let status = TopicStatus {
-            observed_generation: topic.meta().generation,
-            ..topic.status.clone().unwrap_or_default()
-        };
-        return (
-            status,
-            vec![Desired::new("Ready", false, "InvalidSpec", message)],
-        );
-    }
-    let input = topic_input(topic);
-    let mut brokers: Vec<_> = input.brokers.iter().collect();
-    brokers.sort_by(|a, b| java_cmp(&a.name, &b.name));
-    let total_write: u32 = brokers.iter().map(|b| b.writable_queues()).sum();
-    let status = TopicStatus {
-        observed_generation: topic.meta().generation,
-        broker_count: brokers.len() as u32,
-        read_queues: brokers.iter().map(|b| b.readable_queues()).sum(),
-        write_queues: total_write,
-        brokers: brokers
-            .iter()
-            .map(|b| BrokerStatus {
-                name: b.name.clone(),
-                read_queues: b.readable_queues(),
-                write_queues: b.writable_queues(),
-                producer_share: if total_write == 0 {
-                    "0%".into()
-                } else {
-                    format_share(f64::from(b.writable_queues()) / f64::from(total_write))
-                },
-            })
-            .collect(),
-        conditions: Vec::new(),
-    };
-    let problems = mismatches(&input);
-    let mut desired = vec![if status.read_queues == 0 {
-        Desired::new(
-            "Ready",
-            false,
-            "NoReadableQueues",
-            "no broker has readable queues: consumer groups of this topic cannot be planned",
-        )
-    } else {
-        Desired::new(
-            "Ready",
-            true,
-            "Valid",
-            format!(
-                "{} readable, {} writable queues",
-                status.read_queues, status.write_queues
-            ),
-        )
-    }];
-    desired.push(if problems.is_empty() {
-        Desired::new(
-            QUEUE_MISMATCH,
-            false,
-            "Matched",
-            "every broker reads the queues it writes",
-        )
-    } else {
-        Desired::new(
-            QUEUE_MISMATCH,
-            true,
-            "ReadWriteMismatch",
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    });
+    let (status, conditions) = topic_status::topic_status(topic);
+    let desired = conditions
+        .into_iter()
+        .map(|c| Desired::new(c.type_, c.status, c.reason, c.message))
+        .collect();
     (status, desired)
 }
 
@@ -133,7 +58,8 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&body),
         )
-        .await?;
+        .await
+        .map_err(|e| Error::kube(format!("apply status of topic {namespace}/{}", topic.name_any()), e))?;
     }
     let reference = topic.object_ref(&());
     for type_ in [QUEUE_MISMATCH, "Ready"] {

@@ -3,15 +3,20 @@
 
 mod input;
 mod output;
+pub mod topic_status;
+mod warning;
 
 pub use input::{consumer_strategy, previous_owners, topic_input};
-pub use output::{allocation_from, idle_on_topic, idle_summary};
+pub use output::{allocation_from, plan_from};
+pub use topic_status::{TopicCondition, topic_status};
+pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
 
 use crate::api::validation::{Violation, validate_group, validate_topic};
 use crate::api::{Allocation, ConsumerGroupSpec, MessageModel, Topic};
 use crate::assign::{self, AssignError, ConsumerInput, GroupInput};
 
-/// Why a group could not be planned. Variant names become Kubernetes Event reasons.
+/// Why a group could not be planned. [`PlanError::reason`] is the Kubernetes Event / condition
+/// reason, [`PlanError::category`] the metric label.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The spec of the group or of one of its topics breaks a rule.
@@ -26,14 +31,34 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    /// The Event reason / condition reason for this error.
+    /// The Event reason / condition reason for this error: `InvalidSpec`, `TopicNotFound`, or the
+    /// engine's own reason (`NoReadableQueues`, `MissingConsumerZone`, `UnknownQueue`, ...).
     pub fn reason(&self) -> &'static str {
         match self {
             PlanError::InvalidSpec(_) => "InvalidSpec",
             PlanError::TopicNotFound(_) => "TopicNotFound",
-            PlanError::AllocationFailed(_) => "AllocationFailed",
+            PlanError::AllocationFailed(e) => e.reason(),
         }
     }
+
+    /// A low-cardinality label for metrics: `InvalidSpec`, `TopicNotFound` or `Allocation`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            PlanError::InvalidSpec(_) => "InvalidSpec",
+            PlanError::TopicNotFound(_) => "TopicNotFound",
+            PlanError::AllocationFailed(e) => e.category(),
+        }
+    }
+}
+
+/// A planned group: the allocation (as written to the status) and its warnings, typed.
+/// `allocation.warnings` holds the texts of `warnings`, in the same order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What the operator writes to the status and `plan -o json` prints.
+    pub allocation: Allocation,
+    /// The warnings, typed.
+    pub warnings: Vec<PlanWarning>,
 }
 
 fn join(v: &[Violation]) -> String {
@@ -52,6 +77,18 @@ pub fn plan_group<'t>(
     consumers: &[ConsumerInput],
     previous: Option<&Allocation>,
 ) -> Result<Allocation, PlanError> {
+    plan_group_with_warnings(spec, require_consumers, lookup, consumers, previous)
+        .map(|p| p.allocation)
+}
+
+/// [`plan_group`], with the warnings typed as well.
+pub fn plan_group_with_warnings<'t>(
+    spec: &ConsumerGroupSpec,
+    require_consumers: bool,
+    lookup: impl Fn(&str) -> Option<&'t Topic>,
+    consumers: &[ConsumerInput],
+    previous: Option<&Allocation>,
+) -> Result<Plan, PlanError> {
     let violations = validate_group(spec, require_consumers);
     if !violations.is_empty() {
         return Err(PlanError::InvalidSpec(violations));
@@ -84,5 +121,39 @@ pub fn plan_group<'t>(
         model,
         previous: previous.as_deref(),
     })?;
-    Ok(allocation_from(&assignment, &topics))
+    Ok(plan_from(&assignment, &topics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_what_happened_and_categories_stay_few() {
+        let invalid = PlanError::InvalidSpec(vec![Violation {
+            field: "spec.topics".into(),
+            message: "required".into(),
+        }]);
+        assert_eq!(invalid.reason(), "InvalidSpec");
+        assert_eq!(invalid.category(), "InvalidSpec");
+        assert_eq!(invalid.to_string(), "spec.topics: required");
+
+        let missing = PlanError::TopicNotFound("orders".into());
+        assert_eq!(missing.reason(), "TopicNotFound");
+        assert_eq!(missing.category(), "TopicNotFound");
+        assert_eq!(missing.to_string(), "spec.topics: topic orders not found");
+
+        let empty = PlanError::from(AssignError::NoQueues {
+            topic: "orders".into(),
+        });
+        assert_eq!(empty.reason(), "NoReadableQueues");
+        assert_eq!(empty.category(), "Allocation");
+        assert_eq!(empty.to_string(), "topic orders has no readable queues");
+
+        let zone = PlanError::from(AssignError::MissingConsumerZone {
+            consumer: "c-0".into(),
+        });
+        assert_eq!(zone.reason(), "MissingConsumerZone");
+        assert_eq!(zone.category(), "Allocation");
+    }
 }

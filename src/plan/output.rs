@@ -5,6 +5,9 @@ use crate::assign::producer::{format_share, mismatches, send_rotation};
 use crate::assign::ranges::format_ranges;
 use crate::assign::{Assignment, ConsumerQueues, MessageModel, QueueBlock, TopicInput};
 
+use super::Plan;
+use super::warning::PlanWarning;
+
 fn queue_range(assignment: &Assignment, block: &QueueBlock) -> QueueRange {
     let topic = &assignment.topics[block.topic as usize];
     QueueRange {
@@ -14,41 +17,14 @@ fn queue_range(assignment: &Assignment, block: &QueueBlock) -> QueueRange {
     }
 }
 
-fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
-/// `8 replicas, 6 queues on topic orders: 2 consumers idle` when `count` (of `noun`s: consumers
-/// or replicas) exceeds the topic's readable queues.
-pub fn idle_on_topic(count: u64, noun: &str, queues: u64, topic: &str) -> Option<String> {
-    (count > queues).then(|| {
-        format!(
-            "{}, {} on topic {topic}: {} idle",
-            plural(count, noun),
-            plural(queues, "queue"),
-            plural(count - queues, "consumer"),
-        )
-    })
-}
-
-/// `6 consumers, 4 queues: 2 consumers will be idle`, or `None` when nobody is idle.
-pub fn idle_summary(allocation: &Allocation) -> Option<String> {
-    (allocation.idle > 0).then(|| {
-        format!(
-            "{}, {}: {} will be idle",
-            plural(allocation.consumers.into(), "consumer"),
-            plural(allocation.queues.into(), "queue"),
-            plural(allocation.idle.into(), "consumer"),
-        )
-    })
-}
-
 /// Renders an engine assignment. `topics` are the engine inputs (for the producer side).
 pub fn allocation_from(assignment: &Assignment, topics: &[TopicInput]) -> Allocation {
+    plan_from(assignment, topics).allocation
+}
+
+/// Renders an engine assignment, with its warnings typed (their texts are in
+/// `allocation.warnings`, in the same order).
+pub fn plan_from(assignment: &Assignment, topics: &[TopicInput]) -> Plan {
     let ConsumerQueues { owned, unassigned } = assignment.by_consumer();
     let consumers = assignment.consumers.len() as u64;
     let queues: u64 = assignment
@@ -74,30 +50,32 @@ pub fn allocation_from(assignment: &Assignment, topics: &[TopicInput]) -> Alloca
     let mut warnings = Vec::new();
     if assignment.model == MessageModel::Clustering {
         warnings.extend(assignment.topics.iter().filter_map(|t| {
-            idle_on_topic(consumers, "consumer", u64::from(t.queue_count()), &t.topic)
+            let queues = u64::from(t.queue_count());
+            (consumers > queues).then(|| PlanWarning::MoreConsumersThanQueues {
+                consumers,
+                queues,
+                topic: t.topic.clone(),
+            })
         }));
         if !idle_consumers.is_empty() && warnings.is_empty() {
-            warnings.push(format!(
-                "{} of {} own no queue: {}",
-                plural(idle_consumers.len() as u64, "consumer"),
+            warnings.push(PlanWarning::ConsumersWithoutQueues {
+                idle: idle_consumers.clone(),
                 consumers,
-                idle_consumers.join(", ")
-            ));
+            });
         }
     }
     let unassigned_count = ConsumerQueues::count(&unassigned);
     if unassigned_count > 0 {
-        warnings.push(format!(
-            "{} assigned to no consumer",
-            plural(unassigned_count, "queue")
-        ));
+        warnings.push(PlanWarning::UnassignedQueues {
+            count: unassigned_count,
+        });
     }
     let mut sorted_topics: Vec<&TopicInput> = topics.iter().collect();
     sorted_topics.sort_by(|a, b| crate::assign::java_order::java_cmp(&a.name, &b.name));
     for t in &sorted_topics {
-        warnings.extend(mismatches(t).iter().map(ToString::to_string));
+        warnings.extend(mismatches(t).into_iter().map(PlanWarning::from));
     }
-    warnings.extend(assignment.notes.iter().cloned());
+    warnings.extend(assignment.notes.iter().cloned().map(PlanWarning::from));
 
     let producers = sorted_topics
         .iter()
@@ -118,7 +96,7 @@ pub fn allocation_from(assignment: &Assignment, topics: &[TopicInput]) -> Alloca
         })
         .collect();
 
-    Allocation {
+    let allocation = Allocation {
         consumers: consumers as u32,
         queues: queues as u32,
         idle: idle_consumers.len() as u32,
@@ -129,7 +107,11 @@ pub fn allocation_from(assignment: &Assignment, topics: &[TopicInput]) -> Alloca
             .map(|b| queue_range(assignment, b))
             .collect(),
         moved_queues: assignment.moved_queues,
-        warnings,
+        warnings: warnings.iter().map(ToString::to_string).collect(),
         producers,
+    };
+    Plan {
+        allocation,
+        warnings,
     }
 }

@@ -1,0 +1,625 @@
+//! Decide: from a [`Snapshot`] and the time, everything a reconcile should write. Pure: no I/O,
+//! no clock, no Kubernetes client; tested with plain `#[test]`s.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use super::fetch::{Snapshot, needs_zones};
+use super::{ANNOTATIONS_TRUNCATED, IDLE, READY, TRUNCATED};
+use crate::api::validation::validate_group;
+use crate::api::{
+    Allocation, ConsumerAssignment, ConsumerGroup, ConsumerGroupStatus, MessageModel, Topic,
+};
+use crate::assign::ConsumerInput;
+use crate::controller::conditions::{self, Desired};
+use crate::controller::consumers::{self, GROUP_LABEL, ZONE_LABEL, is_consumer};
+use crate::plan::{PlanError, plan_group};
+
+/// Limits of what a decision may write.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    /// Largest status (bytes) that keeps its `assignments` list.
+    pub status: usize,
+    /// Largest `rebalancer.dev/queues` value (bytes).
+    pub annotation: usize,
+}
+
+/// Whom an Event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regarding {
+    /// The group.
+    Group,
+    /// The group's workload.
+    Workload,
+}
+
+/// An Event to publish once the status is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Whom it is about.
+    pub regarding: Regarding,
+    /// Warning (else Normal).
+    pub warning: bool,
+    /// Reason (CamelCase).
+    pub reason: String,
+    /// Message.
+    pub note: String,
+}
+
+/// What kind of result the decision is, for the requeue and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Planned.
+    Planned,
+    /// Not planned; the last good assignment stays. Carries the reason.
+    Failed(&'static str),
+}
+
+/// Everything the apply step does.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The status the group should have.
+    pub status: ConsumerGroupStatus,
+    /// Whether it differs from the current one.
+    pub write_status: bool,
+    /// Merge patches of pods, by pod name, in name order.
+    pub pod_patches: Vec<(String, serde_json::Value)>,
+    /// Events, published after the status write.
+    pub events: Vec<EventSpec>,
+    /// Queues that changed owner, when the assignment changed.
+    pub moved: Option<u64>,
+    /// Planned or failed.
+    pub outcome: Outcome,
+}
+
+/// Decides one group.
+pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision {
+    let group = snapshot.group.as_ref();
+    let current = group.status.clone().unwrap_or_default();
+    let desired_replicas = snapshot
+        .workload
+        .as_ref()
+        .ok()
+        .and_then(|w| w.desired_replicas);
+
+    let violations = validate_group(&group.spec, true);
+    if !violations.is_empty() {
+        return failure(group, &current, &PlanError::InvalidSpec(violations), None, now);
+    }
+    let topics: Vec<&Topic> = match &snapshot.topics {
+        Ok(t) => t.iter().map(AsRef::as_ref).collect(),
+        Err(missing) => {
+            let error = PlanError::TopicNotFound(missing.clone());
+            return failure(group, &current, &error, desired_replicas, now);
+        }
+    };
+    let workload = match &snapshot.workload {
+        Ok(w) => w,
+        Err(problem) => {
+            return failure_with(
+                group,
+                &current,
+                problem.reason(),
+                problem.to_string(),
+                None,
+                now,
+            );
+        }
+    };
+
+    let consumers = consumer_inputs(snapshot);
+    let previous = previous_allocation(&current, &snapshot.labelled, &group.name_any());
+    let planned = if consumers.is_empty() && group.spec.message_model == MessageModel::Clustering
+    {
+        // Nobody to assign to (yet): not an error, the group is simply empty.
+        Ok(empty_allocation(&topics))
+    } else {
+        plan_group(
+            &group.spec,
+            true,
+            |n| topics.iter().copied().find(|t| t.name_any() == n),
+            &consumers,
+            previous.as_ref(),
+        )
+    };
+    let allocation = match planned {
+        Ok(a) => a,
+        Err(e) => return failure(group, &current, &e, workload.desired_replicas, now),
+    };
+
+    let per_topic = readable_queues(&topics);
+    let max_useful = max_useful_replicas(group, &per_topic);
+    let annotations: Vec<(String, String)> = allocation
+        .assignments
+        .iter()
+        .map(|a| (a.consumer.clone(), consumers::annotation_value(a)))
+        .collect();
+    let oversized: Vec<&str> = annotations
+        .iter()
+        .filter(|(_, value)| value.len() > budgets.annotation)
+        .map(|(consumer, _)| consumer.as_str())
+        .collect();
+    let mut extra = vec![idle_condition(
+        group,
+        &per_topic,
+        workload.desired_replicas,
+        consumers.len(),
+        &allocation.idle_consumers,
+        max_useful,
+    )];
+    extra.extend(conditions::while_it_holds(
+        &current.conditions,
+        (!oversized.is_empty()).then(|| {
+            Desired::new(
+                ANNOTATIONS_TRUNCATED,
+                true,
+                "AnnotationTooLarge",
+                format!(
+                    "{} pods own more queue ranges than fit in the {}-byte rebalancer.dev/queues annotation, which they do not get: {}",
+                    oversized.len(),
+                    budgets.annotation,
+                    oversized.join(", ")
+                ),
+            )
+        }),
+        Desired::new(
+            ANNOTATIONS_TRUNCATED,
+            false,
+            "AnnotationsFit",
+            "every consumer's queues fit in its annotation",
+        ),
+    ));
+    // With the status truncated, the assignment in force is read from the annotations, where a
+    // member whose queues do not fit has none: taken as unchanged while they still do not fit,
+    // or a converged group would count as rebalanced (status write, Event) at every reconcile.
+    let previous = match previous {
+        Some(p) if current.assignments_truncated => Some(with_unannotated(
+            p,
+            &snapshot.labelled,
+            &group.name_any(),
+            &allocation,
+            &oversized,
+        )),
+        other => other,
+    };
+    let (mut status, rebalanced) = build_status(
+        group,
+        &current,
+        previous.as_ref(),
+        allocation,
+        extra,
+        budgets.status,
+        now,
+    );
+    status.desired_replicas = workload.desired_replicas;
+    status.max_useful_replicas = max_useful;
+
+    let pod_patches = pod_patches(snapshot, &annotations, budgets.annotation);
+    let mut events = Vec::new();
+    if rebalanced {
+        let a = &status.allocation;
+        events.push(EventSpec {
+            regarding: Regarding::Group,
+            warning: false,
+            reason: "Rebalanced".into(),
+            note: format!(
+                "{} consumers, {} queues, {} moved",
+                a.consumers, a.queues, a.moved_queues
+            ),
+        });
+    }
+    if conditions::changed(&current.conditions, &status.conditions, IDLE)
+        && let Some(c) = conditions::find(&status.conditions, IDLE)
+        && c.status == "True"
+    {
+        events.push(EventSpec {
+            regarding: Regarding::Group,
+            warning: true,
+            reason: IDLE.into(),
+            note: c.message.clone(),
+        });
+        if workload.desired_replicas.is_some() {
+            events.push(EventSpec {
+                regarding: Regarding::Workload,
+                warning: true,
+                reason: IDLE.into(),
+                note: c.message.clone(),
+            });
+        }
+    }
+    // Any other change of Ready (a recovery) is reported by the Rebalanced Event or the status.
+    let write_status = status != current;
+    let moved = rebalanced.then_some(status.allocation.moved_queues);
+    Decision {
+        status,
+        write_status,
+        pod_patches,
+        events,
+        moved,
+        outcome: Outcome::Planned,
+    }
+}
+
+/// The group's consumers: its Ready pods, with their zones when the strategy needs them.
+fn consumer_inputs(snapshot: &Snapshot) -> Vec<ConsumerInput> {
+    let zones = needs_zones(&snapshot.group);
+    snapshot
+        .pods
+        .iter()
+        .filter(|p| is_consumer(p))
+        .map(|pod| {
+            let mut zone = pod.labels().get(ZONE_LABEL).cloned();
+            if zone.is_none() && zones {
+                zone = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .and_then(|n| snapshot.node_zones.get(n).cloned().flatten());
+            }
+            ConsumerInput {
+                id: pod.name_any(),
+                zone,
+            }
+        })
+        .collect()
+}
+
+/// Pod patches: members get their label and queues, leavers lose both, pods on their way out
+/// are left alone.
+fn pod_patches(
+    snapshot: &Snapshot,
+    annotations: &[(String, String)],
+    budget: usize,
+) -> Vec<(String, serde_json::Value)> {
+    let group = snapshot.group.name_any();
+    let assigned: HashMap<&str, &str> = annotations
+        .iter()
+        .map(|(consumer, value)| (consumer.as_str(), value.as_str()))
+        .collect();
+    let mut patches: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let labelled_for_us =
+        |pod: &Pod| pod.labels().get(GROUP_LABEL).map(String::as_str) == Some(group.as_str());
+    for pod in &snapshot.pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = pod.name_any();
+        let patch = if let Some(&value) = assigned.get(name.as_str()) {
+            if value.len() > budget {
+                // Reported by the AnnotationsTruncated condition; the status holds the queues.
+                if labelled_for_us(pod)
+                    && !pod.annotations().contains_key(consumers::QUEUES_ANNOTATION)
+                {
+                    continue;
+                }
+                consumers::oversized_patch(&group)
+            } else if consumers::has_membership(pod, &group, value) {
+                continue;
+            } else {
+                consumers::member_patch(&group, value)
+            }
+        } else if labelled_for_us(pod) {
+            consumers::leaver_patch()
+        } else {
+            continue;
+        };
+        patches.insert(name, patch);
+    }
+    // Pods that carry our label but no longer match the selector.
+    for pod in &snapshot.labelled {
+        let name = pod.name_any();
+        if pod.metadata.deletion_timestamp.is_some()
+            || snapshot.pods.iter().any(|p| p.name_any() == name)
+        {
+            continue;
+        }
+        patches.insert(name, consumers::leaver_patch());
+    }
+    patches.into_iter().collect()
+}
+
+/// Readable queues per topic (RocketMQ name), in subscription order.
+fn readable_queues(topics: &[&Topic]) -> Vec<(String, u64)> {
+    topics
+        .iter()
+        .map(|t| {
+            let input = crate::plan::topic_input(t);
+            let queues = input.readable_queues();
+            (input.name, queues)
+        })
+        .collect()
+}
+
+/// The most consumers that can all own a queue: the smallest readable-queue count over the
+/// group's topics in Clustering mode (no limit in Broadcasting).
+fn max_useful_replicas(group: &ConsumerGroup, per_topic: &[(String, u64)]) -> Option<u32> {
+    if group.spec.message_model == MessageModel::Broadcasting {
+        return None;
+    }
+    per_topic
+        .iter()
+        .map(|(_, q)| u32::try_from(*q).unwrap_or(u32::MAX))
+        .min()
+}
+
+/// An allocation with no consumers: every queue unassigned, counts filled in.
+fn empty_allocation(topics: &[&Topic]) -> Allocation {
+    Allocation {
+        queues: readable_queues(topics).iter().map(|(_, q)| *q as u32).sum(),
+        warnings: vec!["no ready consumer pods".into()],
+        ..Allocation::default()
+    }
+}
+
+/// The allocation in force: the status, or, when the status had to leave `assignments` out,
+/// the pods' own annotations.
+fn previous_allocation(
+    current: &ConsumerGroupStatus,
+    labelled: &[std::sync::Arc<Pod>],
+    group: &str,
+) -> Option<Allocation> {
+    if !current.assignments_truncated {
+        return (!current.allocation.assignments.is_empty()).then(|| current.allocation.clone());
+    }
+    let assignments = labelled
+        .iter()
+        .filter(|p| p.labels().get(GROUP_LABEL).map(String::as_str) == Some(group))
+        .filter_map(|p| {
+            let queues = p.annotations().get(consumers::QUEUES_ANNOTATION)?;
+            Some(ConsumerAssignment {
+                consumer: p.name_any(),
+                queues: serde_json::from_str(queues).ok()?,
+            })
+        })
+        .collect();
+    Some(Allocation {
+        assignments,
+        ..Allocation::default()
+    })
+}
+
+/// `previous`, read from the annotations, completed with what `allocation` gives the members
+/// labelled without an annotation because their queues did not fit in one, as long as they
+/// still do not fit: the queues in force are not written anywhere for those.
+fn with_unannotated(
+    mut previous: Allocation,
+    labelled: &[std::sync::Arc<Pod>],
+    group: &str,
+    allocation: &Allocation,
+    oversized: &[&str],
+) -> Allocation {
+    for pod in labelled {
+        let name = pod.name_any();
+        if pod.labels().get(GROUP_LABEL).map(String::as_str) != Some(group)
+            || pod.annotations().contains_key(consumers::QUEUES_ANNOTATION)
+            || !oversized.contains(&name.as_str())
+        {
+            continue;
+        }
+        let unseen = allocation.assignments.iter().find(|a| a.consumer == name);
+        previous.assignments.extend(unseen.cloned());
+    }
+    previous
+}
+
+/// The status to write, and whether the assignment changed.
+fn build_status(
+    group: &ConsumerGroup,
+    current: &ConsumerGroupStatus,
+    previous: Option<&Allocation>,
+    mut allocation: Allocation,
+    extra: Vec<Desired>,
+    budget: usize,
+    now: Timestamp,
+) -> (ConsumerGroupStatus, bool) {
+    // No assignment in force (`previous` is None) is an empty one once a rebalance happened: an
+    // empty group that stays empty has not rebalanced.
+    let before = previous.map_or(&[][..], |p| p.assignments.as_slice());
+    let rebalanced =
+        current.last_rebalance_time.is_none() || !same_assignment(before, &allocation.assignments);
+    if !rebalanced {
+        // Same assignment: keep the numbers of the last rebalance instead of resetting them.
+        allocation.moved_queues = current.allocation.moved_queues;
+    }
+    let mut desired = vec![Desired::new(
+        READY,
+        true,
+        "Rebalanced",
+        format!(
+            "{} consumers, {} queues",
+            allocation.consumers, allocation.queues
+        ),
+    )];
+    desired.extend(extra);
+    let mut status = ConsumerGroupStatus {
+        observed_generation: group.meta().generation,
+        allocation,
+        assignments_truncated: false,
+        last_rebalance_time: if rebalanced {
+            Some(Time(now))
+        } else {
+            current.last_rebalance_time.clone()
+        },
+        ..ConsumerGroupStatus::default()
+    };
+    let size = serde_json::to_vec(&status)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    let too_large = size > budget;
+    if too_large {
+        status.allocation.assignments.clear();
+        status.assignments_truncated = true;
+    }
+    desired.extend(conditions::while_it_holds(
+        &current.conditions,
+        too_large.then(|| {
+            Desired::new(
+                TRUNCATED,
+                true,
+                "StatusTooLarge",
+                format!(
+                    "the assignment takes {size} bytes, more than the {budget}-byte budget: it is left out of the status; each pod's rebalancer.dev/queues annotation holds its queues"
+                ),
+            )
+        }),
+        Desired::new(TRUNCATED, false, "StatusFits", "the assignment fits in the status"),
+    ));
+    status.conditions =
+        conditions::merge(&current.conditions, &desired, group.meta().generation, now);
+    (status, rebalanced)
+}
+
+/// Same owners for the same queues, whatever the order of the lists (pod annotations come back
+/// in list order, the status in Java order).
+fn same_assignment(a: &[ConsumerAssignment], b: &[ConsumerAssignment]) -> bool {
+    let key = |list: &[ConsumerAssignment]| -> BTreeMap<String, Vec<crate::api::QueueRange>> {
+        list.iter()
+            .filter(|c| !c.queues.is_empty())
+            .map(|c| {
+                let mut q = c.queues.clone();
+                q.sort();
+                (c.consumer.clone(), q)
+            })
+            .collect()
+    };
+    key(a) == key(b) && a.len() == b.len()
+}
+
+/// `IdleConsumers`: desired replicas or ready consumers exceed a topic's readable queues, or the
+/// strategy left a consumer without a queue.
+fn idle_condition(
+    group: &ConsumerGroup,
+    per_topic: &[(String, u64)],
+    desired_replicas: Option<i32>,
+    ready: usize,
+    idle_consumers: &[String],
+    max_useful: Option<u32>,
+) -> Desired {
+    if group.spec.message_model == MessageModel::Broadcasting {
+        return Desired::new(
+            IDLE,
+            false,
+            "Broadcasting",
+            "every consumer reads every queue",
+        );
+    }
+    let replicas = desired_replicas.map_or(0, |r| r.max(0) as u64);
+    let ready = ready as u64;
+    let (count, noun) = if replicas >= ready && desired_replicas.is_some() {
+        (replicas, "replica")
+    } else {
+        (ready, "consumer")
+    };
+    let messages: Vec<String> = per_topic
+        .iter()
+        .filter_map(|(topic, queues)| crate::plan::idle_on_topic(count, noun, *queues, topic))
+        .collect();
+    if !messages.is_empty() {
+        let fix = max_useful.map_or(String::new(), |m| {
+            format!("; at most {m} can own a queue (status.maxUsefulReplicas): scale to {m} or add queues")
+        });
+        return Desired::new(
+            IDLE,
+            true,
+            "MoreConsumersThanQueues",
+            format!("{}{fix}", messages.join("; ")),
+        );
+    }
+    // Enough queues, yet the strategy left someone without one (a hash ring with few virtual
+    // nodes, a ByConfig map, a zone with no broker): the condition must agree with the list.
+    if !idle_consumers.is_empty() {
+        return Desired::new(
+            IDLE,
+            true,
+            "ConsumersWithoutQueues",
+            format!(
+                "{} of {} consumers own no queue under strategy {:?}: {}",
+                idle_consumers.len(),
+                ready,
+                group.spec.strategy,
+                name_some(idle_consumers, 10)
+            ),
+        );
+    }
+    Desired::new(
+        IDLE,
+        false,
+        "Balanced",
+        "every consumer owns at least one queue of each topic",
+    )
+}
+
+/// The first `max` names, and how many more.
+fn name_some(names: &[String], max: usize) -> String {
+    let shown = names[..names.len().min(max)].join(", ");
+    match names.len().saturating_sub(max) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+fn failure(
+    group: &ConsumerGroup,
+    current: &ConsumerGroupStatus,
+    error: &PlanError,
+    desired_replicas: Option<i32>,
+    now: Timestamp,
+) -> Decision {
+    failure_with(
+        group,
+        current,
+        error.reason(),
+        error.to_string(),
+        desired_replicas,
+        now,
+    )
+}
+
+/// `Ready=False` with `reason`; assignments and annotations stay as they are. The Warning Event
+/// goes out when the condition changes, not on every retry.
+fn failure_with(
+    group: &ConsumerGroup,
+    current: &ConsumerGroupStatus,
+    reason: &'static str,
+    message: String,
+    desired_replicas: Option<i32>,
+    now: Timestamp,
+) -> Decision {
+    let mut status = current.clone();
+    status.observed_generation = group.meta().generation;
+    if desired_replicas.is_some() {
+        status.desired_replicas = desired_replicas;
+    }
+    status.conditions = conditions::merge(
+        &current.conditions,
+        &[Desired::new(READY, false, reason, message.clone())],
+        group.meta().generation,
+        now,
+    );
+    let events = if conditions::changed(&current.conditions, &status.conditions, READY) {
+        vec![EventSpec {
+            regarding: Regarding::Group,
+            warning: true,
+            reason: reason.into(),
+            note: message,
+        }]
+    } else {
+        Vec::new()
+    };
+    Decision {
+        write_status: status != *current,
+        status,
+        pod_patches: Vec::new(),
+        events,
+        moved: None,
+        outcome: Outcome::Failed(reason),
+    }
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

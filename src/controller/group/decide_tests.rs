@@ -1,0 +1,667 @@
+//! `decide` on hand-built snapshots: no client, no runtime, no clock.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::{Selector, SelectorExt};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::controller::group::fetch::{Workload, WorkloadProblem};
+
+const NS: &str = "shop";
+const GROUP: &str = "cg";
+const BUDGETS: Budgets = Budgets {
+    status: 768 * 1024,
+    annotation: 128 * 1024,
+};
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(1_750_000_000 + second).unwrap()
+}
+
+/// A group over topic `orders`, its pods selected by `app=consumer`; `spec` overrides fields.
+fn group(spec: Value) -> ConsumerGroup {
+    let mut object = json!({
+        "apiVersion": "rebalancer.dev/v1alpha1",
+        "kind": "ConsumerGroup",
+        "metadata": {"name": GROUP, "namespace": NS, "generation": 1, "resourceVersion": "10"},
+        "spec": {
+            "topics": ["orders"],
+            "strategy": "Averagely",
+            "consumers": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "consumer"}}
+        }
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        object["spec"][k] = v.clone();
+    }
+    serde_json::from_value(object).unwrap()
+}
+
+/// A topic; `brokers` as `(name, readQueues, permission)`.
+fn topic(name: &str, brokers: &[(&str, u32, &str)]) -> Arc<Topic> {
+    let brokers: Vec<Value> = brokers
+        .iter()
+        .map(|(b, q, p)| json!({"name": b, "readQueues": q, "writeQueues": q, "permission": p}))
+        .collect();
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "rebalancer.dev/v1alpha1",
+            "kind": "Topic",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"brokers": brokers}
+        }))
+        .unwrap(),
+    )
+}
+
+/// Topic `orders` with `queues` queues on broker-a.
+fn orders(queues: u32) -> Arc<Topic> {
+    topic("orders", &[("broker-a", queues, "ReadWrite")])
+}
+
+/// A pod with labels `app: app` (and the group's, with `annotation`, when given).
+fn pod_of(name: &str, app: &str, ready: bool, annotation: Option<&str>) -> Pod {
+    let mut labels = json!({"app": app});
+    let mut annotations = json!({});
+    if let Some(a) = annotation {
+        labels[GROUP_LABEL] = json!(GROUP);
+        annotations[consumers::QUEUES_ANNOTATION] = json!(a);
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS, "labels": labels, "annotations": annotations},
+        "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    }))
+    .unwrap()
+}
+
+fn pod(name: &str) -> Pod {
+    pod_of(name, "consumer", true, None)
+}
+
+fn workload(desired_replicas: Option<i32>) -> Workload {
+    let labels = LabelSelector {
+        match_labels: Some([("app".to_string(), "consumer".to_string())].into()),
+        match_expressions: None,
+    };
+    Workload {
+        selector: Selector::try_from(labels.clone()).unwrap(),
+        labels,
+        desired_replicas,
+    }
+}
+
+/// What fetch would read: the pods the workload selects, and those labelled for the group.
+fn snapshot(group: ConsumerGroup, topics: Vec<Arc<Topic>>, pods: Vec<Pod>) -> Snapshot {
+    snapshot_with(group, Ok(topics), Ok(workload(Some(2))), pods)
+}
+
+fn snapshot_with(
+    group: ConsumerGroup,
+    topics: Result<Vec<Arc<Topic>>, String>,
+    workload: Result<Workload, WorkloadProblem>,
+    mut pods: Vec<Pod>,
+) -> Snapshot {
+    pods.sort_by_key(|p| p.name_any());
+    let pods: Vec<Arc<Pod>> = pods.into_iter().map(Arc::new).collect();
+    let selected = pods
+        .iter()
+        .filter(|p| {
+            workload
+                .as_ref()
+                .is_ok_and(|w| w.selector.matches(p.labels()))
+        })
+        .cloned()
+        .collect();
+    let labelled = pods
+        .iter()
+        .filter(|p| p.labels().get(GROUP_LABEL).map(String::as_str) == Some(GROUP))
+        .cloned()
+        .collect();
+    Snapshot {
+        group: Arc::new(group),
+        topics,
+        workload,
+        pods: selected,
+        labelled,
+        node_zones: BTreeMap::new(),
+    }
+}
+
+/// RFC 7386 merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+/// The world once `decision` is applied: the group carries its status, the pods their patches.
+fn applied(snapshot: &Snapshot, decision: &Decision) -> Snapshot {
+    let mut group = (*snapshot.group).clone();
+    group.status = Some(decision.status.clone());
+    let mut pods: BTreeMap<String, Pod> = snapshot
+        .pods
+        .iter()
+        .chain(&snapshot.labelled)
+        .map(|p| (p.name_any(), (**p).clone()))
+        .collect();
+    for (name, patch) in &decision.pod_patches {
+        let pod = pods
+            .get_mut(name)
+            .expect("a patch of a pod of the snapshot");
+        let mut object = serde_json::to_value(&*pod).unwrap();
+        merge(&mut object, patch);
+        *pod = serde_json::from_value(object).unwrap();
+    }
+    snapshot_with(
+        group,
+        snapshot.topics.clone(),
+        snapshot.workload.clone(),
+        pods.into_values().collect(),
+    )
+}
+
+fn condition<'a>(status: &'a ConsumerGroupStatus, type_: &str) -> &'a Condition {
+    conditions::find(&status.conditions, type_)
+        .unwrap_or_else(|| panic!("no condition {type_} in {status:#?}"))
+}
+
+/// Everything of a decision, for comparing two.
+fn parts(d: &Decision) -> impl PartialEq + std::fmt::Debug {
+    (
+        d.status.clone(),
+        d.write_status,
+        d.pod_patches.clone(),
+        d.events.clone(),
+        d.moved,
+        d.outcome.clone(),
+    )
+}
+
+fn assigned(status: &ConsumerGroupStatus) -> Vec<(String, String)> {
+    status
+        .allocation
+        .assignments
+        .iter()
+        .map(|a| (a.consumer.clone(), consumers::annotation_value(a)))
+        .collect()
+}
+
+fn queues(ids: &str) -> String {
+    format!(r#"[{{"topic":"orders","broker":"broker-a","queueIds":"{ids}"}}]"#)
+}
+
+/// Two consumers over 8 queues, converged at `at(0)`.
+fn converged() -> Snapshot {
+    let first = snapshot(group(json!({})), vec![orders(8)], vec![pod("a"), pod("b")]);
+    let decision = decide(&first, at(0), BUDGETS);
+    assert_eq!(decision.outcome, Outcome::Planned);
+    assert_eq!(decision.pod_patches.len(), 2);
+    applied(&first, &decision)
+}
+
+#[test]
+fn a_first_decision_annotates_every_consumer_and_reports_the_rebalance() {
+    let s = snapshot(group(json!({})), vec![orders(8)], vec![pod("a"), pod("b")]);
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(
+        d.pod_patches,
+        [
+            (
+                "a".to_string(),
+                consumers::member_patch(GROUP, &queues("0-3"))
+            ),
+            (
+                "b".to_string(),
+                consumers::member_patch(GROUP, &queues("4-7"))
+            ),
+        ]
+    );
+    assert!(d.write_status);
+    assert_eq!(d.moved, Some(0));
+    assert_eq!(d.status.observed_generation, Some(1));
+    assert_eq!(d.status.desired_replicas, Some(2));
+    assert_eq!(d.status.max_useful_replicas, Some(8));
+    assert_eq!(d.status.last_rebalance_time, Some(Time(at(0))));
+    assert_eq!(
+        d.events,
+        [EventSpec {
+            regarding: Regarding::Group,
+            warning: false,
+            reason: "Rebalanced".into(),
+            note: "2 consumers, 8 queues, 0 moved".into(),
+        }]
+    );
+}
+
+#[test]
+fn observed_generation_follows_the_generation_when_nothing_else_changes() {
+    let before = converged();
+    let mut group = (*before.group).clone();
+    group.metadata.generation = Some(2);
+    let s = Snapshot {
+        group: Arc::new(group),
+        ..before.clone()
+    };
+    let d = decide(&s, at(60), BUDGETS);
+    let previous = before.group.status.as_ref().unwrap();
+    assert_eq!(d.outcome, Outcome::Planned);
+    assert!(d.write_status, "a new generation must be reported");
+    assert_eq!(d.status.observed_generation, Some(2));
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(2))
+    );
+    // Nothing else moves.
+    assert_eq!(d.status.allocation, previous.allocation);
+    assert_eq!(d.status.last_rebalance_time, previous.last_rebalance_time);
+    for (now, was) in d.status.conditions.iter().zip(&previous.conditions) {
+        assert_eq!(now.last_transition_time, was.last_transition_time);
+    }
+    assert!(d.pod_patches.is_empty());
+    assert!(d.events.is_empty());
+    assert_eq!(d.moved, None);
+}
+
+#[test]
+fn consistent_hash_leaving_a_consumer_without_queues_is_idle() {
+    let g = group(json!({"strategy": "ConsistentHash", "consistentHash": {"virtualNodes": 1}}));
+    // 16 queues for 4 consumers: enough for all, but one point each on the ring leaves one out.
+    let pods = ["a", "b", "c", "d"].map(pod).to_vec();
+    let d = decide(&snapshot(g, vec![orders(16)], pods), at(0), BUDGETS);
+    let idle = &d.status.allocation.idle_consumers;
+    assert!(!idle.is_empty(), "the ring gives everyone a queue: {d:#?}");
+    let c = condition(&d.status, IDLE);
+    assert_eq!(c.status, "True");
+    assert_eq!(c.reason, "ConsumersWithoutQueues");
+    assert_eq!(
+        c.message,
+        format!(
+            "{} of 4 consumers own no queue under strategy ConsistentHash: {}",
+            idle.len(),
+            idle.join(", ")
+        )
+    );
+    // Warned about on the group and on the workload.
+    let warnings: Vec<(Regarding, &str, &str)> = d
+        .events
+        .iter()
+        .filter(|e| e.warning)
+        .map(|e| (e.regarding, e.reason.as_str(), e.note.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            (Regarding::Group, IDLE, c.message.as_str()),
+            (Regarding::Workload, IDLE, c.message.as_str())
+        ]
+    );
+}
+
+#[test]
+fn by_config_leaving_a_pod_out_is_idle() {
+    let g = group(json!({
+        "strategy": "ByConfig",
+        "byConfig": {"a": [{"topic": "orders", "broker": "broker-a", "queueIds": "0-7"}]},
+        "consumers": {"selector": {"matchLabels": {"app": "consumer"}}}
+    }));
+    let s = snapshot_with(
+        g,
+        Ok(vec![orders(8)]),
+        Ok(workload(None)),
+        vec![pod("a"), pod("b")],
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Planned);
+    assert_eq!(d.status.allocation.idle_consumers, ["b"]);
+    let c = condition(&d.status, IDLE);
+    assert_eq!(c.status, "True");
+    assert_eq!(c.reason, "ConsumersWithoutQueues");
+    assert_eq!(
+        c.message,
+        "1 of 2 consumers own no queue under strategy ByConfig: b"
+    );
+    // A selector has no workload to warn: the group only.
+    let warnings: Vec<Regarding> = d
+        .events
+        .iter()
+        .filter(|e| e.warning)
+        .map(|e| e.regarding)
+        .collect();
+    assert_eq!(warnings, [Regarding::Group]);
+    // b is a member owning nothing: labelled, with an empty list.
+    assert_eq!(
+        d.pod_patches[1],
+        ("b".to_string(), consumers::member_patch(GROUP, "[]"))
+    );
+}
+
+#[test]
+fn broadcasting_has_no_idle_consumers_and_no_useful_limit() {
+    let g = group(json!({"messageModel": "Broadcasting"}));
+    let pods: Vec<Pod> = (0..10).map(|i| pod(&format!("c{i}"))).collect();
+    let s = snapshot_with(g, Ok(vec![orders(4)]), Ok(workload(Some(10))), pods);
+    let d = decide(&s, at(0), BUDGETS);
+    let c = condition(&d.status, IDLE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "Broadcasting")
+    );
+    assert_eq!(d.status.max_useful_replicas, None);
+    assert!(d.events.iter().all(|e| !e.warning), "{:#?}", d.events);
+}
+
+#[test]
+fn a_workload_scaled_to_zero_wants_zero_replicas() {
+    let s = snapshot_with(
+        group(json!({})),
+        Ok(vec![orders(8)]),
+        Ok(workload(Some(0))),
+        Vec::new(),
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Planned);
+    assert_eq!(d.status.desired_replicas, Some(0));
+    assert_eq!(d.status.allocation.consumers, 0);
+    assert_eq!(d.status.allocation.queues, 8);
+    assert_eq!(condition(&d.status, IDLE).status, "False");
+    assert_eq!(condition(&d.status, READY).message, "0 consumers, 8 queues");
+    assert!(d.pod_patches.is_empty());
+}
+
+#[test]
+fn max_useful_replicas_is_the_fewest_readable_queues_of_a_topic() {
+    let topics = vec![
+        // 8 readable: the write-only broker's queues are nobody's to read.
+        topic(
+            "orders",
+            &[
+                ("broker-a", 4, "ReadWrite"),
+                ("broker-b", 4, "ReadOnly"),
+                ("broker-c", 16, "WriteOnly"),
+            ],
+        ),
+        topic("payments", &[("broker-a", 3, "ReadWrite")]),
+    ];
+    let g = group(json!({"topics": ["orders", "payments"]}));
+    let d = decide(&snapshot(g, topics.clone(), vec![pod("a")]), at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Planned);
+    assert_eq!(d.status.max_useful_replicas, Some(3));
+    assert_eq!(d.status.allocation.queues, 11);
+
+    let g = group(json!({"topics": ["orders", "payments"], "messageModel": "Broadcasting"}));
+    let d = decide(&snapshot(g, topics, vec![pod("a")]), at(0), BUDGETS);
+    assert_eq!(d.status.max_useful_replicas, None);
+}
+
+#[test]
+fn a_failure_keeps_the_assignment_and_warns_once() {
+    let before = converged();
+    let previous = before.group.status.clone().unwrap();
+    // The topic is gone, and a new pod came: neither is acted on.
+    let mut pods: Vec<Pod> = before.pods.iter().map(|p| (**p).clone()).collect();
+    pods.push(pod("c"));
+    let s = snapshot_with(
+        (*before.group).clone(),
+        Err("orders".into()),
+        before.workload.clone(),
+        pods,
+    );
+    let d = decide(&s, at(60), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Failed("TopicNotFound"));
+    assert!(d.pod_patches.is_empty(), "{:#?}", d.pod_patches);
+    assert!(d.write_status);
+    assert_eq!(d.moved, None);
+    assert_eq!(d.status.allocation, previous.allocation);
+    assert_eq!(d.status.last_rebalance_time, previous.last_rebalance_time);
+    assert_eq!(d.status.desired_replicas, previous.desired_replicas);
+    let ready = condition(&d.status, READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "TopicNotFound")
+    );
+    assert_eq!(ready.last_transition_time, Time(at(60)));
+    assert_eq!(
+        condition(&d.status, IDLE),
+        condition(&previous, IDLE),
+        "the other conditions stay"
+    );
+    assert_eq!(
+        d.events,
+        [EventSpec {
+            regarding: Regarding::Group,
+            warning: true,
+            reason: "TopicNotFound".into(),
+            note: "spec.topics: topic orders not found".into(),
+        }]
+    );
+
+    // The same failure again, later: nothing to write, nothing to report.
+    let again = applied(&s, &d);
+    let d2 = decide(&again, at(120), BUDGETS);
+    assert_eq!(d2.outcome, Outcome::Failed("TopicNotFound"));
+    assert!(!d2.write_status, "{:#?}", d2.status);
+    assert_eq!(d2.status, d.status);
+    assert!(d2.events.is_empty());
+    assert!(d2.pod_patches.is_empty());
+}
+
+#[test]
+fn a_missing_workload_is_workload_not_found() {
+    let before = converged();
+    let s = snapshot_with(
+        (*before.group).clone(),
+        before.topics.clone(),
+        Err(WorkloadProblem::WorkloadNotFound(
+            "Deployment consumer".into(),
+        )),
+        before.labelled.iter().map(|p| (**p).clone()).collect(),
+    );
+    let d = decide(&s, at(60), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Failed("WorkloadNotFound"));
+    let ready = condition(&d.status, READY);
+    assert_eq!(
+        (
+            ready.status.as_str(),
+            ready.reason.as_str(),
+            ready.message.as_str()
+        ),
+        ("False", "WorkloadNotFound", "Deployment consumer not found")
+    );
+    // Its members are not taken for leavers: the assignment stays, annotations too.
+    assert!(d.pod_patches.is_empty(), "{:#?}", d.pod_patches);
+    assert_eq!(
+        d.status.allocation,
+        before.group.status.as_ref().unwrap().allocation
+    );
+    assert_eq!(d.events.len(), 1);
+    assert!(d.events[0].warning);
+    assert_eq!(d.events[0].reason, "WorkloadNotFound");
+}
+
+#[test]
+fn a_terminating_pod_gets_no_patch() {
+    let before = converged();
+    let terminating = |mut p: Pod| {
+        p.metadata.deletion_timestamp = Some(Time(at(30)));
+        p
+    };
+    let mut pods: Vec<Pod> = before.pods.iter().map(|p| (**p).clone()).collect();
+    // b is going away while still Ready and labelled.
+    pods[1] = terminating(pods[1].clone());
+    // A terminating pod labelled for the group, out of the selector.
+    pods.push(terminating(pod_of("z", "retired", true, Some("[]"))));
+    let s = snapshot_with(
+        (*before.group).clone(),
+        before.topics.clone(),
+        before.workload.clone(),
+        pods,
+    );
+    let d = decide(&s, at(60), BUDGETS);
+    let patched: Vec<&str> = d.pod_patches.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(patched, ["a"], "{:#?}", d.pod_patches);
+    assert_eq!(
+        assigned(&d.status),
+        [("a".to_string(), queues("0-7"))],
+        "a terminating pod is no consumer"
+    );
+}
+
+#[test]
+fn a_labelled_pod_no_longer_selected_leaves() {
+    let before = converged();
+    let mut pods: Vec<Pod> = before.pods.iter().map(|p| (**p).clone()).collect();
+    pods[1].labels_mut().insert("app".into(), "retired".into());
+    let s = snapshot_with(
+        (*before.group).clone(),
+        before.topics.clone(),
+        before.workload.clone(),
+        pods,
+    );
+    assert_eq!(s.pods.len(), 1);
+    assert_eq!(s.labelled.len(), 2);
+    let d = decide(&s, at(60), BUDGETS);
+    assert_eq!(
+        d.pod_patches,
+        [
+            (
+                "a".to_string(),
+                consumers::member_patch(GROUP, &queues("0-7"))
+            ),
+            ("b".to_string(), consumers::leaver_patch()),
+        ]
+    );
+    assert_eq!(d.moved, Some(4));
+}
+
+#[test]
+fn the_same_inputs_give_the_same_decision_and_then_nothing_to_do() {
+    let s = snapshot(
+        group(json!({"strategy": "Sticky"})),
+        vec![orders(8)],
+        vec![pod("a"), pod("b"), pod("c")],
+    );
+    let first = decide(&s, at(0), BUDGETS);
+    let second = decide(&s, at(0), BUDGETS);
+    assert_eq!(parts(&first), parts(&second));
+    assert!(first.write_status);
+
+    let converged = applied(&s, &first);
+    let d = decide(&converged, at(60), BUDGETS);
+    assert!(!d.write_status, "{:#?}", d.status);
+    assert_eq!(d.status, first.status);
+    assert!(d.pod_patches.is_empty(), "{:#?}", d.pod_patches);
+    assert!(d.events.is_empty(), "{:#?}", d.events);
+    assert_eq!(d.moved, None);
+    assert_eq!(d.outcome, Outcome::Planned);
+}
+
+#[test]
+fn now_appears_only_in_transition_times_and_the_last_rebalance() {
+    let blank = |status: &ConsumerGroupStatus| -> Value {
+        let mut v = serde_json::to_value(status).unwrap();
+        v.as_object_mut().unwrap().remove("lastRebalanceTime");
+        for c in v["conditions"].as_array_mut().unwrap() {
+            c.as_object_mut().unwrap().remove("lastTransitionTime");
+        }
+        v
+    };
+    let stamp = |t: Timestamp| serde_json::to_value(Time(t)).unwrap();
+    // A fresh group (every condition new), then a failure (one condition changes).
+    let fresh = snapshot(group(json!({})), vec![orders(8)], vec![pod("a"), pod("b")]);
+    let failing = Snapshot {
+        topics: Err("orders".into()),
+        ..converged()
+    };
+    for s in [fresh, failing] {
+        let (t1, t2) = (at(1_000), at(2_000));
+        let (d1, d2) = (decide(&s, t1, BUDGETS), decide(&s, t2, BUDGETS));
+        assert_eq!(blank(&d1.status), blank(&d2.status));
+        assert_eq!(d1.pod_patches, d2.pod_patches);
+        assert_eq!(d1.events, d2.events);
+        assert_eq!((d1.write_status, d1.moved), (d2.write_status, d2.moved));
+        for (d, t) in [(&d1, t1), (&d2, t2)] {
+            let text = serde_json::to_string(&blank(&d.status)).unwrap();
+            let when = stamp(t);
+            assert!(!text.contains(when.as_str().unwrap()), "{text}");
+            let events = format!("{:?}{:?}", d.events, d.pod_patches);
+            assert!(!events.contains(when.as_str().unwrap()), "{events}");
+            // Where it does appear, it is this reconcile's time or an earlier one.
+            let status = serde_json::to_value(&d.status).unwrap();
+            let times = status["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| &c["lastTransitionTime"])
+                .chain([&status["lastRebalanceTime"]]);
+            assert!(times.clone().any(|v| *v == when), "{status:#}");
+            assert!(
+                times.into_iter().all(|v| *v == when || *v == stamp(at(0))),
+                "{status:#}"
+            );
+        }
+    }
+}
+
+#[test]
+fn truncated_status_with_an_oversized_annotation_converges() {
+    // Neither the status nor b's annotation can hold b's queues (0-5 fits in 57 bytes, 6-10
+    // does not): the annotations are the assignment in force, and b's are not there.
+    let budgets = Budgets {
+        status: 300,
+        annotation: 57,
+    };
+    let s = snapshot(group(json!({})), vec![orders(11)], vec![pod("a"), pod("b")]);
+    let first = decide(&s, at(0), budgets);
+    assert!(first.status.assignments_truncated);
+    assert_eq!(
+        first.pod_patches,
+        [
+            (
+                "a".to_string(),
+                consumers::member_patch(GROUP, &queues("0-5"))
+            ),
+            ("b".to_string(), consumers::oversized_patch(GROUP)),
+        ]
+    );
+    assert_eq!(
+        condition(&first.status, ANNOTATIONS_TRUNCATED).status,
+        "True"
+    );
+
+    let converged = applied(&s, &first);
+    let d = decide(&converged, at(60), budgets);
+    assert!(d.pod_patches.is_empty(), "{:#?}", d.pod_patches);
+    assert!(
+        d.events.is_empty(),
+        "re-reported as a rebalance: {:#?}",
+        d.events
+    );
+    assert_eq!(d.moved, None);
+    assert!(!d.write_status, "{:#?}", d.status);
+
+    // A change elsewhere is still a rebalance.
+    let mut pods: Vec<Pod> = converged.pods.iter().map(|p| (**p).clone()).collect();
+    pods.push(pod("c"));
+    let s = snapshot_with(
+        (*converged.group).clone(),
+        converged.topics.clone(),
+        converged.workload.clone(),
+        pods,
+    );
+    let d = decide(&s, at(120), budgets);
+    assert!(d.write_status);
+    assert_eq!(d.status.last_rebalance_time, Some(Time(at(120))));
+    assert!(d.events.iter().any(|e| e.reason == "Rebalanced"));
+}

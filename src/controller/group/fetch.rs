@@ -1,0 +1,225 @@
+//! Fetch: everything one group's decision needs, read from the watch caches. The only request
+//! it may make is the scale subresource of a workload kind the operator does not cache.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Selector, SelectorExt};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::{ConsumerGroup, MessageModel, StrategyName, Topic};
+use crate::controller::Error;
+use crate::controller::consumers::GROUP_LABEL;
+use crate::controller::index::{parse_selector, selector_from_string};
+use crate::controller::scope::Scope;
+
+/// Where a group's consumers come from, resolved.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Selector over the pods of the namespace.
+    pub selector: Selector,
+    /// The same selector's equality terms, for the index.
+    pub labels: LabelSelector,
+    /// Replicas the workload asks for (`workloadRef` only).
+    pub desired_replicas: Option<i32>,
+}
+
+/// Why a group's consumers could not be resolved; each is a condition reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadProblem {
+    /// `workloadRef` names nothing.
+    #[error("{0} not found")]
+    WorkloadNotFound(String),
+    /// The workload's scale subresource has no selector.
+    #[error("{0}: its scale subresource reports no pod selector")]
+    WorkloadWithoutSelector(String),
+    /// The selector cannot be used.
+    #[error("spec.consumers.selector: {0}")]
+    InvalidSelector(String),
+}
+
+impl WorkloadProblem {
+    /// Condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WorkloadProblem::WorkloadNotFound(_) => "WorkloadNotFound",
+            WorkloadProblem::WorkloadWithoutSelector(_) => "WorkloadWithoutSelector",
+            WorkloadProblem::InvalidSelector(_) => "InvalidSelector",
+        }
+    }
+}
+
+/// One group and its world, as the caches hold them.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The group.
+    pub group: Arc<ConsumerGroup>,
+    /// Its topics in subscription order, or the first that does not exist.
+    pub topics: Result<Vec<Arc<Topic>>, String>,
+    /// Its consumers' selector and desired replicas.
+    pub workload: Result<Workload, WorkloadProblem>,
+    /// Pods the selector matches (Ready or not).
+    pub pods: Vec<Arc<Pod>>,
+    /// Pods carrying this group's label (members, and leavers to clean).
+    pub labelled: Vec<Arc<Pod>>,
+    /// Zone of each node the pods run on (zone-aware strategies only).
+    pub node_zones: BTreeMap<String, Option<String>>,
+}
+
+/// Kinds whose objects are cached (`apps/v1`): no request is needed for their scale.
+const CACHED_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "ReplicaSet"];
+
+/// Reads one group's world from the caches.
+pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot, Error> {
+    let namespace = group.namespace().ok_or(Error::NoNamespace)?;
+    let topics = group
+        .spec
+        .topics
+        .iter()
+        .map(|name| {
+            scope
+                .topics
+                .get(&ObjectRef::new(name).within(&namespace))
+                .ok_or_else(|| name.clone())
+        })
+        .collect();
+    let workload = resolve(&group, &namespace, scope).await?;
+    if let Ok(w) = &workload {
+        scope.index.resolved(&group, &w.labels);
+    }
+    let selector = workload.as_ref().ok().map(|w| &w.selector);
+    let name = group.name_any();
+    let mut pods = Vec::new();
+    let mut labelled = Vec::new();
+    for pod in scope.pods.state() {
+        if pod.namespace().as_deref() != Some(namespace.as_str()) {
+            continue;
+        }
+        if pod.labels().get(GROUP_LABEL) == Some(&name) {
+            labelled.push(pod.clone());
+        }
+        if selector.as_ref().is_some_and(|s| s.matches(pod.labels())) {
+            pods.push(pod);
+        }
+    }
+    // Store order is arbitrary; a stable order makes decisions reproducible.
+    pods.sort_by_key(|p| p.name_any());
+    labelled.sort_by_key(|p| p.name_any());
+    let node_zones = if needs_zones(&group) {
+        scope.ctx.nodes.zones_of(pods.iter().filter_map(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.clone())
+        }))
+        .await
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Snapshot {
+        group,
+        topics,
+        workload,
+        pods,
+        labelled,
+        node_zones,
+    })
+}
+
+/// Zone-aware strategies read the nodes' zones.
+pub fn needs_zones(group: &ConsumerGroup) -> bool {
+    group.spec.strategy == StrategyName::MachineRoomNearby
+        && group.spec.message_model == MessageModel::Clustering
+}
+
+async fn resolve(
+    group: &ConsumerGroup,
+    namespace: &str,
+    scope: &Scope,
+) -> Result<Result<Workload, WorkloadProblem>, Error> {
+    let Some(consumers) = group.spec.consumers.as_ref() else {
+        return Ok(Err(WorkloadProblem::InvalidSelector(
+            "spec.consumers is required".into(),
+        )));
+    };
+    let Some(w) = &consumers.workload_ref else {
+        let selector = consumers.selector.clone().unwrap_or_default();
+        return Ok(from_label_selector(selector, None));
+    };
+    let what = format!("{} {}", w.kind, w.name);
+    if w.api_version == "apps/v1" && CACHED_KINDS.contains(&w.kind.as_str()) {
+        let (name, ns) = (w.name.as_str(), namespace);
+        let spec = match w.kind.as_str() {
+            "Deployment" => scope
+                .deployments
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|d| d.spec.as_ref().map(|s| (s.selector.clone(), s.replicas))),
+            "StatefulSet" => scope
+                .statefulsets
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|d| d.spec.as_ref().map(|s| (s.selector.clone(), s.replicas))),
+            _ => scope
+                .replicasets
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|d| d.spec.as_ref().map(|s| (s.selector.clone(), s.replicas))),
+        };
+        return Ok(match spec {
+            None => Err(WorkloadProblem::WorkloadNotFound(what)),
+            Some(None) => Err(WorkloadProblem::WorkloadWithoutSelector(what)),
+            // The API server defaults an unset `replicas` to 1.
+            Some(Some((selector, replicas))) => {
+                from_label_selector(selector, Some(replicas.unwrap_or(1)))
+            }
+        });
+    }
+    // Any other kind with a scale subresource: one request, as `kubectl scale` would make.
+    let (api_group, version) = w
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", &w.api_version));
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(api_group, version, &w.kind));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(scope.ctx.client.clone(), namespace, &resource);
+    let scale = match api.get_scale(&w.name).await {
+        Ok(s) => s,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Ok(Err(WorkloadProblem::WorkloadNotFound(what)));
+        }
+        Err(e) => return Err(Error::kube(format!("get {what}/scale in {namespace}"), e)),
+    };
+    let text = scale
+        .status
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .filter(|s| !s.is_empty());
+    let Some(text) = text else {
+        return Ok(Err(WorkloadProblem::WorkloadWithoutSelector(what)));
+    };
+    Ok(match parse_selector(&text) {
+        Err(e) => Err(WorkloadProblem::InvalidSelector(format!("{what}: {e}"))),
+        Ok(selector) => Ok(Workload {
+            selector,
+            labels: selector_from_string(&text),
+            // The scale subresource omits a zero `spec.replicas`: absent means scaled to 0.
+            desired_replicas: Some(scale.spec.and_then(|s| s.replicas).unwrap_or(0)),
+        }),
+    })
+}
+
+fn from_label_selector(
+    selector: LabelSelector,
+    desired_replicas: Option<i32>,
+) -> Result<Workload, WorkloadProblem> {
+    match Selector::try_from(selector.clone()) {
+        Err(e) => Err(WorkloadProblem::InvalidSelector(e.to_string())),
+        Ok(s) if s.selects_all() => Err(WorkloadProblem::InvalidSelector(
+            "an empty selector would select every pod".into(),
+        )),
+        Ok(s) => Ok(Workload {
+            selector: s,
+            labels: selector,
+            desired_replicas,
+        }),
+    }
+}

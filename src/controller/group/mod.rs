@@ -1,0 +1,92 @@
+//! The ConsumerGroup reconciler, in three steps: [`fetch`] reads the group's world from the watch
+//! caches, [`decide`] computes (purely) what should be written, [`apply`] writes exactly that.
+
+pub mod apply;
+pub mod decide;
+pub mod fetch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::Error;
+use super::scope::Scope;
+use crate::api::ConsumerGroup;
+use apply::Applied;
+use decide::{Budgets, Outcome};
+
+/// Condition type: the group's assignment is current.
+pub const READY: &str = "Ready";
+/// Condition type: some consumers own no queue.
+pub const IDLE: &str = "IdleConsumers";
+/// Condition type: `assignments` left out of the status because of its size.
+pub const TRUNCATED: &str = "StatusTruncated";
+/// Condition type: some pods' queues are too many for their annotation.
+pub const ANNOTATIONS_TRUNCATED: &str = "AnnotationsTruncated";
+
+/// How often a group is re-planned without any event (drift safety net).
+const RESYNC: Duration = Duration::from_secs(300);
+/// Retry of a decision made from a stale view (the newer group's event normally comes first).
+const STALE_RETRY: Duration = Duration::from_secs(2);
+
+/// Reconciles one ConsumerGroup.
+pub async fn reconcile(group: Arc<ConsumerGroup>, scope: Arc<Scope>) -> Result<Action, Error> {
+    let ctx = scope.ctx.clone();
+    let key = format!("ConsumerGroup/{}/{}", group.namespace().unwrap_or_default(), group.name_any());
+    let result = ctx
+        .metrics
+        .measure("ConsumerGroup", reconcile_inner(group, &scope))
+        .await;
+    if result.is_ok() {
+        ctx.failures.clear(&key);
+    }
+    result
+}
+
+async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Action, Error> {
+    let ctx = &scope.ctx;
+    if !ctx.leadership.is_leader() {
+        // Followers keep their caches warm but never write; leadership re-triggers every group.
+        return Ok(Action::await_change());
+    }
+    let snapshot = fetch::fetch(group.clone(), scope).await?;
+    let budgets = Budgets {
+        status: ctx.status_budget,
+        annotation: ctx.annotation_budget,
+    };
+    let decision = decide::decide(&snapshot, Timestamp::now(), budgets);
+    match apply::apply(ctx, &group, &decision).await? {
+        Applied::Stale => return Ok(Action::requeue(STALE_RETRY)),
+        Applied::NotLeader => return Ok(Action::await_change()),
+        Applied::Done => {}
+    }
+    let labels = super::metrics::Metrics::group(
+        &group.namespace().unwrap_or_default(),
+        &group.name_any(),
+    );
+    match &decision.outcome {
+        Outcome::Planned => {
+            ctx.metrics
+                .idle_consumers
+                .get_or_create(&labels)
+                .set(i64::from(decision.status.allocation.idle));
+            if let Some(moved) = decision.moved {
+                ctx.metrics.queues_moved.get_or_create(&labels).inc_by(moved);
+            }
+            Ok(Action::requeue(RESYNC))
+        }
+        Outcome::Failed(reason) => {
+            tracing::warn!(group = %group.name_any(), reason, "keeping the last good assignment");
+            // A spec that breaks a rule waits for the next change; anything else may resolve
+            // itself (a topic created, a workload scaled) and is re-checked at the resync.
+            if *reason == "InvalidSpec" {
+                Ok(Action::await_change())
+            } else {
+                Ok(Action::requeue(RESYNC))
+            }
+        }
+    }
+}
