@@ -309,3 +309,100 @@ fn error_of_file(f: &tempfile::NamedTempFile, args: &[&str]) -> String {
     let out = plan(&all).failure().code(1).get_output().stderr.clone();
     String::from_utf8(out).unwrap()
 }
+
+/// A Topic with `nameServers`, as `kubectl get topic -o yaml` prints it once the operator has
+/// read its route: `spec.brokers` (8 + 8 queues) is what was expected, `status.observed` (4 + 2)
+/// what the NameServers route.
+const OBSERVED_TOPIC: &str = "apiVersion: rebalancer.dev/v1alpha1
+kind: Topic
+metadata: {name: orders}
+spec:
+  nameServers: [namesrv:9876]
+  brokers:
+  - {name: broker-a, readQueues: 8, writeQueues: 8}
+  - {name: broker-b, readQueues: 8, writeQueues: 8}
+status:
+  observed:
+    brokers:
+    - {name: broker-a, readQueues: 4, writeQueues: 4, permission: ReadWrite, masterAddr: '10.0.0.1:10911'}
+    - {name: broker-b, readQueues: 2, writeQueues: 2, permission: ReadOnly}
+    lastSyncTime: '2026-01-01T00:00:00Z'
+";
+
+#[test]
+fn a_synced_topic_is_planned_from_its_observed_layout() {
+    let f = file(&format!("{OBSERVED_TOPIC}---\n{}", group("Averagely")));
+    let v = json(&[
+        "-f",
+        f.path().to_str().unwrap(),
+        "--replicas",
+        "2",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v["queues"], 6, "{v:#}");
+    let owned: Vec<(String, String)> = v["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["queues"].as_array().unwrap().clone())
+        .map(|q| {
+            (
+                q["broker"].as_str().unwrap().to_string(),
+                q["queueIds"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owned,
+        [
+            ("broker-a".to_string(), "0-2".to_string()),
+            ("broker-a".to_string(), "3".to_string()),
+            ("broker-b".to_string(), "0-1".to_string())
+        ]
+    );
+    // broker-b is read-only: producers write broker-a only.
+    assert_eq!(v["producers"][0]["writeQueues"], 4, "{v:#}");
+
+    // Without a status (never synced), the spec's brokers are the layout.
+    let unsynced = OBSERVED_TOPIC.split("status:").next().unwrap();
+    let f = file(&format!("{unsynced}---\n{}", group("Averagely")));
+    let v = json(&[
+        "-f",
+        f.path().to_str().unwrap(),
+        "--replicas",
+        "2",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v["queues"], 16, "{v:#}");
+}
+
+#[test]
+fn a_topic_with_only_name_servers_needs_its_observed_layout() {
+    let topic = "apiVersion: rebalancer.dev/v1alpha1\nkind: Topic\nmetadata: {name: orders}\nspec:\n  nameServers: ['namesrv:9876']\n";
+    let f = file(&format!("{topic}---\n{}", group("Averagely")));
+    let out = plan(&["-f", f.path().to_str().unwrap(), "--replicas", "2"])
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("topic orders has no layout yet: it is read from its NameServers"),
+        "{text}"
+    );
+    // `sync: Manage` is not a mode (yet).
+    let manage = format!("{topic}  sync: Manage\n");
+    let f = file(&manage);
+    let out = plan(&["-f", f.path().to_str().unwrap(), "--replicas", "2"])
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("spec.sync: unknown variant `Manage`"),
+        "{text}"
+    );
+}

@@ -4,8 +4,8 @@
 
 use kube::CustomResourceExt;
 use kube::core::cel::{ScopeContext, Validator, WarningKind, analyze_rule, compile_schema};
-use rebalancer::api::validation::validate_group;
-use rebalancer::api::{ConsumerGroup, ConsumerGroupSpec, Topic};
+use rebalancer::api::validation::{validate_group, validate_topic};
+use rebalancer::api::{ConsumerGroup, ConsumerGroupSpec, NAME_SERVER_PATTERN, Topic, TopicSpec};
 use serde_json::{Value, json};
 
 fn schema_of(
@@ -109,8 +109,9 @@ fn cel_rules_compile_in_scope_and_within_budget() {
                 }
             }
         });
-        if crd.spec.names.kind == "ConsumerGroup" {
-            assert_eq!(rules, 6);
+        match crd.spec.names.kind.as_str() {
+            "ConsumerGroup" => assert_eq!(rules, 6),
+            _ => assert_eq!(rules, 2),
         }
     }
 }
@@ -217,4 +218,70 @@ fn topic_brokers_are_a_map_keyed_by_name() {
     assert_eq!(brokers["maxItems"], json!(256));
     let read = &brokers["items"]["properties"]["readQueues"];
     assert_eq!(read["maximum"].as_f64(), Some(4096.0));
+}
+
+#[test]
+fn topic_cel_and_the_controller_agree_on_brokers_name_servers_and_sync() {
+    let schema = schema_of(&Topic::crd());
+    let validator = Validator::new();
+    let blocks = [
+        (
+            "brokers",
+            json!([{"name": "broker-a", "readQueues": 4, "writeQueues": 4}]),
+        ),
+        ("nameServers", json!(["namesrv-0.mq:9876", "10.0.0.2:9876"])),
+        ("sync", json!("Observe")),
+    ];
+    let mut accepted = Vec::new();
+    for mask in 0..(1 << blocks.len()) {
+        let mut spec = json!({"topicName": "Orders_V2"});
+        for (i, (key, value)) in blocks.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                spec[*key] = value.clone();
+            }
+        }
+        let object = json!({"apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+            "metadata": {"name": "t"}, "spec": spec});
+        let cel_ok = validator.validate(&schema, &object, None).is_ok();
+        let parsed: TopicSpec = serde_json::from_value(spec.clone()).unwrap();
+        let rust_ok = validate_topic(&parsed).is_empty();
+        assert_eq!(cel_ok, rust_ok, "CEL and validate_topic disagree on {spec}");
+        if cel_ok {
+            accepted.push(mask);
+        }
+    }
+    // brokers; nameServers; both; nameServers + sync; all three.
+    assert_eq!(accepted, [0b001, 0b010, 0b011, 0b110, 0b111]);
+    let err = validator
+        .validate(
+            &schema,
+            &json!({"apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+                "metadata": {"name": "t"}, "spec": {"sync": "Observe"}}),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("brokers is required unless nameServers is set")
+            && err.contains("sync is only allowed with nameServers"),
+        "{err}"
+    );
+}
+
+#[test]
+fn topic_name_servers_are_a_bounded_set_of_host_ports() {
+    let schema = schema_of(&Topic::crd());
+    let spec = &schema["properties"]["spec"]["properties"];
+    let name_servers = &spec["nameServers"];
+    assert_eq!(name_servers["x-kubernetes-list-type"], "set");
+    assert_eq!(
+        (&name_servers["minItems"], &name_servers["maxItems"]),
+        (&json!(1), &json!(16))
+    );
+    assert_eq!(name_servers["items"]["pattern"], NAME_SERVER_PATTERN);
+    assert_eq!(name_servers["items"]["minLength"], json!(1));
+    // Manage is not built: the schema refuses it.
+    assert_eq!(spec["sync"]["enum"], json!(["Observe"]));
+    // Without nameServers a Topic is what it was: brokers keep their bounds.
+    assert_eq!(spec["brokers"]["minItems"], json!(1));
 }

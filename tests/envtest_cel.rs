@@ -155,6 +155,34 @@ const NEARBY_ONLY: &str = "nearby is only allowed with strategy MachineRoomNearb
 const BY_CONFIG: &str = "byConfig is required with strategy ByConfig and only allowed with it";
 const CONSUMERS_REQUIRED: &str = "consumers is required: set workloadRef or selector";
 const EXACTLY_ONE: &str = "exactly one of workloadRef or selector must be set";
+const BROKERS_REQUIRED: &str = "brokers is required unless nameServers is set";
+const SYNC_ONLY: &str = "sync is only allowed with nameServers";
+
+/// Topic objects each Topic CEL rule must reject: (case, spec, messages the server must name).
+fn topic_cel_rejections() -> Vec<(&'static str, Value, Vec<&'static str>)> {
+    vec![
+        (
+            "topic-brokers-missing",
+            json!({"topicName": "orders"}),
+            vec![BROKERS_REQUIRED],
+        ),
+        (
+            "topic-brokers-null",
+            json!({"brokers": null}),
+            vec![BROKERS_REQUIRED],
+        ),
+        (
+            "topic-sync-without-name-servers",
+            json!({"sync": "Observe", "brokers": [{"name": "a", "readQueues": 1, "writeQueues": 1}]}),
+            vec![SYNC_ONLY],
+        ),
+        (
+            "topic-sync-alone",
+            json!({"sync": "Observe"}),
+            vec![BROKERS_REQUIRED, SYNC_ONLY],
+        ),
+    ]
+}
 
 /// Objects each CEL rule must reject: (case, spec, messages the server must name).
 fn cel_rejections() -> Vec<(&'static str, Value, Vec<&'static str>)> {
@@ -280,17 +308,26 @@ async fn every_cel_rule_rejects_its_violations() {
     // The table covers every rule of the CRDs: a new rule fails here until it has a case.
     let mut rules = rule_messages("consumergroups.rebalancer.dev.yaml");
     rules.extend(rule_messages("topics.rebalancer.dev.yaml"));
-    let cases = cel_rejections();
+    let cases: Vec<(&str, &str, Value, Vec<&str>)> = cel_rejections()
+        .into_iter()
+        .map(|(case, spec, m)| ("ConsumerGroup", case, spec, m))
+        .chain(
+            topic_cel_rejections()
+                .into_iter()
+                .map(|(case, spec, m)| ("Topic", case, spec, m)),
+        )
+        .collect();
     let covered: BTreeSet<String> = cases
         .iter()
-        .flat_map(|(_, _, m)| m.iter().map(|m| m.to_string()))
+        .flat_map(|(_, _, _, m)| m.iter().map(|m| m.to_string()))
         .collect();
     assert_eq!(rules, covered, "CEL rules of crds/ vs the rejection table");
-    assert_eq!(rules.len(), 6);
+    assert_eq!(rules.len(), 8);
 
     let mut failures = Vec::new();
-    for (case, spec, messages) in &cases {
-        match create(&client, &ns, "ConsumerGroup", case, spec).await {
+    for (kind, case, spec, messages) in &cases {
+        let kind = *kind;
+        match create(&client, &ns, kind, case, spec).await {
             Verdict::Rejected(422, reason, message) => {
                 assert_eq!(reason, "Invalid", "{case}: {message}");
                 for m in messages {
@@ -315,11 +352,11 @@ async fn every_cel_rule_rejects_its_violations() {
             }
             other => failures.push(format!("{case}: expected 422, got {other:?} for {spec}")),
         }
-        if exists(&client, &ns, "ConsumerGroup", case).await {
+        if exists(&client, &ns, kind, case).await {
             failures.push(format!("{case}: the server stored a rejected object"));
         }
         // The client side (what tests/crd_schema.rs runs) must predict the rejection.
-        if client_verdict("ConsumerGroup", spec).is_ok() {
+        if client_verdict(kind, spec).is_ok() {
             failures.push(format!(
                 "{case}: the client-side checks accept what the server rejects: {spec}"
             ));
@@ -795,13 +832,6 @@ fn schema_rejections() -> Vec<SchemaCase> {
         ),
         schema_case(
             t,
-            "required-brokers",
-            json!({"topicName": "orders"}),
-            &["spec.brokers: Required value"],
-            true,
-        ),
-        schema_case(
-            t,
             "required-read-queues",
             topic(json!([{"name": "a", "writeQueues": 1}])),
             &["spec.brokers[0].readQueues: Required value"],
@@ -824,6 +854,56 @@ fn schema_rejections() -> Vec<SchemaCase> {
                 broker("a", json!(2))
             ])),
             &["spec.brokers[2]", "Duplicate value", "\"name\":\"a\""],
+            true,
+        ),
+        // NameServers and sync.
+        schema_case(
+            t,
+            "min-name-servers",
+            json!({"nameServers": []}),
+            &["spec.nameServers", "at least 1 items"],
+            true,
+        ),
+        schema_case(
+            t,
+            "max-name-servers",
+            json!({"nameServers": (0..17).map(|i| format!("ns-{i}:9876")).collect::<Vec<_>>()}),
+            &["spec.nameServers", "must have at most 16 items"],
+            true,
+        ),
+        schema_case(
+            t,
+            "duplicate-name-servers",
+            json!({"nameServers": ["ns-0:9876", "ns-1:9876", "ns-0:9876"]}),
+            &["spec.nameServers[2]", "Duplicate value: \"ns-0:9876\""],
+            true,
+        ),
+        schema_case(
+            t,
+            "pattern-name-server-no-port",
+            json!({"nameServers": ["namesrv"]}),
+            &["spec.nameServers[0]", "should match"],
+            true,
+        ),
+        schema_case(
+            t,
+            "pattern-name-server-list-in-one",
+            json!({"nameServers": ["ns-0:9876;ns-1:9876"]}),
+            &["spec.nameServers[0]", "should match"],
+            true,
+        ),
+        schema_case(
+            t,
+            "pattern-name-server-url",
+            json!({"nameServers": ["http://ns:9876"]}),
+            &["spec.nameServers[0]", "should match"],
+            true,
+        ),
+        schema_case(
+            t,
+            "enum-sync-manage",
+            json!({"nameServers": ["ns:9876"], "sync": "Manage"}),
+            &["spec.sync", "Unsupported value: \"Manage\""],
             true,
         ),
         // Patterns.
@@ -904,7 +984,7 @@ async fn structural_schema_rejects_what_the_readme_promises() {
             Verdict::Accepted(stored) => {
                 let parsed: Topic = serde_json::from_value(stored).unwrap();
                 assert!(validate_topic(&parsed.spec).is_empty(), "{name}");
-                assert_eq!(parsed.spec.brokers.len(), 4);
+                assert_eq!(parsed.spec.brokers().len(), 4);
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -923,6 +1003,29 @@ async fn structural_schema_rejects_what_the_readme_promises() {
         panic!("defaults topic rejected");
     };
     assert_eq!(stored["spec"]["brokers"][0]["permission"], "ReadWrite");
+
+    // NameServers instead of brokers, with every address form; sync is not defaulted (the
+    // operator reads an absent sync as Observe).
+    for (name, spec) in [
+        (
+            "observed",
+            json!({"nameServers": ["namesrv-0.rocketmq.svc.cluster.local:9876", "10.0.0.2:9876", "[fd00::2]:9876"]}),
+        ),
+        (
+            "observed-with-brokers",
+            json!({"nameServers": ["ns:9876"], "sync": "Observe", "brokers": [{"name": "a", "readQueues": 1, "writeQueues": 1}]}),
+        ),
+    ] {
+        match create(&client, &ns, "Topic", name, &spec).await {
+            Verdict::Accepted(stored) => {
+                assert_eq!(stored["spec"]["sync"], spec["sync"], "{name}");
+                let parsed: Topic = serde_json::from_value(stored).unwrap();
+                assert!(validate_topic(&parsed.spec).is_empty(), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(client_verdict("Topic", &spec).is_ok(), "{name}");
+    }
 }
 
 /// `null` for a nullable block: serde (and so the controller and `plan`) reads it as absent, and

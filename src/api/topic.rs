@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 pub const MAX_QUEUES_PER_BROKER: u32 = 4096;
 /// Most brokers a `Topic` may list.
 pub const MAX_BROKERS: usize = 256;
+/// Most NameServers a `Topic` may list.
+pub const MAX_NAME_SERVERS: usize = 16;
+/// The schema's pattern of a NameServer address: `host:port`, the host a DNS name, an IPv4
+/// address or a bracketed IPv6 address. `api::validation::is_host_port` checks the same.
+pub const NAME_SERVER_PATTERN: &str =
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$";
 
 /// A RocketMQ topic: which brokers hold its queues, how many, and with which permission.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -22,7 +28,13 @@ pub const MAX_BROKERS: usize = 256;
     printcolumn = r#"{"name":"Read","type":"integer","jsonPath":".status.readQueues"}"#,
     printcolumn = r#"{"name":"Write","type":"integer","jsonPath":".status.writeQueues"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Synced","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Synced\")].status"}"#,
+    printcolumn = r#"{"name":"Drifted","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Drifted\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("has(self.brokers) || has(self.nameServers)").message("brokers is required unless nameServers is set"),
+    validation = Rule::new("!has(self.sync) || has(self.nameServers)").message("sync is only allowed with nameServers")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {
@@ -31,10 +43,48 @@ pub struct TopicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[%|a-zA-Z0-9_-]+$"))]
     pub topic_name: Option<String>,
-    /// The brokers that hold the topic's queues. Names are unique.
+    /// The brokers that hold the topic's queues. Names are unique. Required unless `nameServers`
+    /// is set; with `nameServers`, the layout the topic is expected to have: a difference from the
+    /// observed layout is reported (`Drifted`), and the observed layout is the one used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
-    pub brokers: Vec<BrokerSpec>,
+    pub brokers: Option<Vec<BrokerSpec>>,
+    /// The cluster's NameServers (RocketMQ's `namesrvAddr` as a list), `host:port` each. When
+    /// set, the operator reads the topic's route from them (see `sync`) into `status.observed`,
+    /// and consumer groups are planned from that observed layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(
+            length(min = 1, max = 261),
+            regex(pattern = NAME_SERVER_PATTERN)
+        )
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub name_servers: Option<Vec<String>>,
+    /// How the topic follows its cluster (the schema shows the type's description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncMode>,
+}
+
+/// How a `Topic` follows its cluster (only with `nameServers`; default `Observe`): `Observe` reads
+/// the topic's route on every reconcile and every sync period and never writes to RocketMQ.
+/// (`Manage`, creating and updating the topic on the brokers, is not built yet.)
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum SyncMode {
+    /// Read the route from the NameServers; never write to RocketMQ.
+    #[default]
+    Observe,
+}
+
+impl TopicSpec {
+    /// The brokers of the spec (none when only `nameServers` is set).
+    pub fn brokers(&self) -> &[BrokerSpec] {
+        self.brokers.as_deref().unwrap_or_default()
+    }
 }
 
 /// One broker's share of a topic.
@@ -81,7 +131,11 @@ pub struct TopicStatus {
     /// Each broker's queues and share of produced messages.
     #[serde(default)]
     pub brokers: Vec<BrokerStatus>,
-    /// `Ready` and `QueueMismatch`.
+    /// The layout read from the NameServers (`spec.nameServers` only). It keeps the last good
+    /// layout while the NameServers cannot be read (`Synced=False`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ObservedTopic>,
+    /// `Ready`, `QueueMismatch`, and with `spec.nameServers` `Synced` and `Drifted`.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -99,4 +153,35 @@ pub struct BrokerStatus {
     pub write_queues: u32,
     /// Share of the topic's messages producers send here, e.g. `37.5%`.
     pub producer_share: String,
+}
+
+/// A topic's layout as its NameServers route it.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedTopic {
+    /// The brokers of the route, in name order.
+    #[serde(default)]
+    pub brokers: Vec<ObservedBroker>,
+    /// When this layout was read. Recorded when the layout changes or a sync succeeds after a
+    /// failure; a sync that finds the same layout writes nothing (the metric
+    /// `rebalancer_topic_last_sync_timestamp_seconds` tells the time of the last sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+}
+
+/// One broker of a topic's route (RocketMQ `QueueData` and `BrokerData`).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedBroker {
+    /// Broker name (`brokerName`).
+    pub name: String,
+    /// `readQueueNums`.
+    pub read_queues: u32,
+    /// `writeQueueNums`.
+    pub write_queues: u32,
+    /// The permission of the topic on this broker (from `perm`).
+    pub permission: Permission,
+    /// The master's address (broker id 0), when the route has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
 }

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use super::{
-    ConsumerGroupSpec, InnerStrategyName, MAX_BROKERS, MAX_QUEUES_PER_BROKER, MAX_TOPICS,
-    StrategyName, TopicSpec,
+    ConsumerGroupSpec, InnerStrategyName, MAX_BROKERS, MAX_NAME_SERVERS, MAX_QUEUES_PER_BROKER,
+    MAX_TOPICS, StrategyName, TopicSpec,
 };
 use crate::assign::ranges::parse_ranges;
 
@@ -40,20 +40,25 @@ pub fn validate_topic(spec: &TopicSpec) -> Vec<Violation> {
     {
         out.push(violation("spec.topicName", "must be 1 to 255 characters"));
     }
-    if spec.brokers.is_empty() {
-        out.push(violation("spec.brokers", "at least one broker is required"));
+    match (&spec.brokers, &spec.name_servers) {
+        (None, None) => out.push(violation(
+            "spec.brokers",
+            "required unless spec.nameServers is set",
+        )),
+        (Some(brokers), _) if brokers.is_empty() => {
+            out.push(violation("spec.brokers", "at least one broker is required"))
+        }
+        _ => {}
     }
-    if spec.brokers.len() > MAX_BROKERS {
+    let brokers = spec.brokers();
+    if brokers.len() > MAX_BROKERS {
         out.push(violation(
             "spec.brokers",
-            format!(
-                "{} brokers, at most {MAX_BROKERS} allowed",
-                spec.brokers.len()
-            ),
+            format!("{} brokers, at most {MAX_BROKERS} allowed", brokers.len()),
         ));
     }
     let mut seen = HashSet::new();
-    for (i, b) in spec.brokers.iter().enumerate() {
+    for (i, b) in brokers.iter().enumerate() {
         if b.name.is_empty() {
             out.push(violation(
                 format!("spec.brokers[{i}].name"),
@@ -77,7 +82,66 @@ pub fn validate_topic(spec: &TopicSpec) -> Vec<Violation> {
             }
         }
     }
+    if let Some(name_servers) = &spec.name_servers {
+        if name_servers.is_empty() {
+            out.push(violation(
+                "spec.nameServers",
+                "at least one NameServer is required",
+            ));
+        }
+        if name_servers.len() > MAX_NAME_SERVERS {
+            out.push(violation(
+                "spec.nameServers",
+                format!(
+                    "{} NameServers, at most {MAX_NAME_SERVERS} allowed",
+                    name_servers.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, addr) in name_servers.iter().enumerate() {
+            if !is_host_port(addr) {
+                out.push(violation(
+                    format!("spec.nameServers[{i}]"),
+                    format!("{addr:?} is not host:port"),
+                ));
+            } else if !seen.insert(addr.as_str()) {
+                out.push(violation(
+                    format!("spec.nameServers[{i}]"),
+                    format!("duplicate NameServer {addr}"),
+                ));
+            }
+        }
+    } else if spec.sync.is_some() {
+        out.push(violation("spec.sync", "only allowed with spec.nameServers"));
+    }
     out
+}
+
+/// A NameServer address as the schema's pattern states it: `host:port` with a DNS name or IPv4
+/// address (letters, digits, `.` and `-`, neither first nor last) or a bracketed IPv6 address,
+/// and a port of 1 to 5 digits; at most 261 characters.
+pub fn is_host_port(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = (1..=5).contains(&port.len()) && port.bytes().all(|c| c.is_ascii_digit());
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner.strip_suffix(']').is_some_and(|ip| {
+            !ip.is_empty()
+                && ip
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        })
+    } else {
+        let edge = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        edge(host.bytes().next())
+            && edge(host.bytes().last())
+            && host
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+    };
+    addr.len() <= 261 && host_ok && port_ok
 }
 
 /// Every rule a `ConsumerGroup` spec breaks. `require_consumers` is true in the operator, which
@@ -179,4 +243,112 @@ pub fn validate_group(spec: &ConsumerGroupSpec, require_consumers: bool) -> Vec<
         _ => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BrokerSpec, Permission, SyncMode};
+
+    fn spec(brokers: Option<usize>, name_servers: Option<&[&str]>, sync: bool) -> TopicSpec {
+        TopicSpec {
+            topic_name: None,
+            brokers: brokers.map(|n| {
+                (0..n)
+                    .map(|i| BrokerSpec {
+                        name: format!("broker-{i}"),
+                        read_queues: 4,
+                        write_queues: 4,
+                        permission: Permission::ReadWrite,
+                        zone: None,
+                    })
+                    .collect()
+            }),
+            name_servers: name_servers.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            sync: sync.then_some(SyncMode::Observe),
+        }
+    }
+
+    fn fields(spec: &TopicSpec) -> Vec<String> {
+        validate_topic(spec)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn brokers_are_required_only_without_name_servers() {
+        let ns: &[&str] = &["namesrv:9876"];
+        assert_eq!(
+            fields(&spec(None, None, false)),
+            ["spec.brokers: required unless spec.nameServers is set"]
+        );
+        assert!(fields(&spec(None, Some(ns), false)).is_empty());
+        assert!(fields(&spec(None, Some(ns), true)).is_empty());
+        assert!(fields(&spec(Some(2), Some(ns), true)).is_empty());
+        assert!(fields(&spec(Some(2), None, false)).is_empty());
+        assert_eq!(
+            fields(&spec(Some(0), Some(ns), false)),
+            ["spec.brokers: at least one broker is required"]
+        );
+        assert_eq!(
+            fields(&spec(Some(1), None, true)),
+            ["spec.sync: only allowed with spec.nameServers"]
+        );
+    }
+
+    #[test]
+    fn name_servers_are_host_port_unique_and_few() {
+        assert_eq!(
+            fields(&spec(None, Some(&[]), false)),
+            ["spec.nameServers: at least one NameServer is required"]
+        );
+        assert_eq!(
+            fields(&spec(None, Some(&["a:1", "b", "a:1"]), false)),
+            [
+                "spec.nameServers[1]: \"b\" is not host:port",
+                "spec.nameServers[2]: duplicate NameServer a:1"
+            ]
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("ns-{i}:9876")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            fields(&spec(None, Some(&many), false)),
+            ["spec.nameServers: 17 NameServers, at most 16 allowed"]
+        );
+    }
+
+    #[test]
+    fn host_port_follows_the_schema_pattern() {
+        for good in [
+            "namesrv:9876",
+            "10.0.0.1:9876",
+            "rocketmq-namesrv.mq.svc.cluster.local:9876",
+            "[::1]:9876",
+            "[fe80::1:2]:1",
+            "a:65535",
+            "a:99999",
+        ] {
+            assert!(is_host_port(good), "{good}");
+        }
+        for bad in [
+            "namesrv",
+            ":9876",
+            "namesrv:",
+            "-ns:9876",
+            "ns-:9876",
+            ".ns:9876",
+            "ns:123456",
+            "ns:98a6",
+            "a b:9876",
+            "ns:9876;ns2:9876",
+            "::1:9876",
+            "[]:9876",
+            "[::1]9876",
+            "http://ns:9876",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+        assert!(!is_host_port(&format!("{}:1", "a".repeat(260))));
+    }
 }

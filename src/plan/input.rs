@@ -4,8 +4,8 @@ use kube::ResourceExt;
 
 use crate::api::validation::Violation;
 use crate::api::{
-    Allocation, ConsumerGroupSpec, DEFAULT_VIRTUAL_NODES, InnerStrategyName, QueueRange,
-    StrategyName, Topic,
+    Allocation, ConsumerGroupSpec, DEFAULT_VIRTUAL_NODES, InnerStrategyName, ObservedTopic,
+    QueueRange, StrategyName, Topic,
 };
 use crate::assign::ranges::parse_ranges;
 use crate::assign::{
@@ -21,13 +21,42 @@ pub fn topic_name(topic: &Topic) -> String {
         .unwrap_or_else(|| topic.name_any())
 }
 
-/// A `Topic` as the engine sees it.
+/// The layout a Topic with `spec.nameServers` was last observed with (`status.observed`); `None`
+/// for a static Topic, whose status is never read.
+pub fn observed_layout(topic: &Topic) -> Option<&ObservedTopic> {
+    topic.spec.name_servers.as_ref()?;
+    topic.status.as_ref()?.observed.as_ref()
+}
+
+/// Whether a Topic has no layout to plan from: it has `nameServers`, has not been observed yet,
+/// and has no `spec.brokers` to fall back on.
+pub fn awaits_sync(topic: &Topic) -> bool {
+    topic.spec.name_servers.is_some()
+        && observed_layout(topic).is_none()
+        && topic.spec.brokers.is_none()
+}
+
+/// A `Topic` as the engine sees it. With `spec.nameServers`, the brokers are the observed ones
+/// (`status.observed`; a broker's zone, which a route does not carry, comes from the spec broker
+/// of the same name), until then `spec.brokers`; without, `spec.brokers`.
 pub fn topic_input(topic: &Topic) -> TopicInput {
-    TopicInput {
-        name: topic_name(topic),
-        brokers: topic
-            .spec
+    let spec = topic.spec.brokers();
+    let brokers = match observed_layout(topic) {
+        Some(observed) => observed
             .brokers
+            .iter()
+            .map(|b| BrokerInput {
+                name: b.name.clone(),
+                read_queues: b.read_queues,
+                write_queues: b.write_queues,
+                permission: b.permission,
+                zone: spec
+                    .iter()
+                    .find(|s| s.name == b.name)
+                    .and_then(|s| s.zone.clone()),
+            })
+            .collect(),
+        None => spec
             .iter()
             .map(|b| BrokerInput {
                 name: b.name.clone(),
@@ -37,6 +66,10 @@ pub fn topic_input(topic: &Topic) -> TopicInput {
                 zone: b.zone.clone(),
             })
             .collect(),
+    };
+    TopicInput {
+        name: topic_name(topic),
+        brokers,
     }
 }
 

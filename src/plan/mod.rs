@@ -4,9 +4,12 @@
 mod input;
 mod output;
 pub mod topic_status;
+pub mod topic_sync;
 mod warning;
 
-pub use input::{consumer_strategy, previous_owners, topic_input};
+pub use input::{
+    awaits_sync, consumer_strategy, observed_layout, previous_owners, topic_input, topic_name,
+};
 pub use output::{allocation_from, plan_from};
 pub use topic_status::{TopicCondition, topic_status};
 pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
@@ -25,6 +28,12 @@ pub enum PlanError {
     /// A subscribed topic does not exist.
     #[error("spec.topics: topic {0} not found")]
     TopicNotFound(String),
+    /// A subscribed topic has `nameServers` but no layout yet: it has not been read from its
+    /// NameServers and has no `spec.brokers` to fall back on.
+    #[error(
+        "topic {0} has no layout yet: it is read from its NameServers and none has answered (see its Synced condition)"
+    )]
+    TopicNotSynced(String),
     /// The engine refused (no queues, no consumers, unknown zone, ...).
     #[error(transparent)]
     AllocationFailed(#[from] AssignError),
@@ -37,15 +46,18 @@ impl PlanError {
         match self {
             PlanError::InvalidSpec(_) => "InvalidSpec",
             PlanError::TopicNotFound(_) => "TopicNotFound",
+            PlanError::TopicNotSynced(_) => "TopicNotSynced",
             PlanError::AllocationFailed(e) => e.reason(),
         }
     }
 
-    /// A low-cardinality label for metrics: `InvalidSpec`, `TopicNotFound` or `Allocation`.
+    /// A low-cardinality label for metrics: `InvalidSpec`, `TopicNotFound`, `TopicNotSynced` or
+    /// `Allocation`.
     pub fn category(&self) -> &'static str {
         match self {
             PlanError::InvalidSpec(_) => "InvalidSpec",
             PlanError::TopicNotFound(_) => "TopicNotFound",
+            PlanError::TopicNotSynced(_) => "TopicNotSynced",
             PlanError::AllocationFailed(e) => e.category(),
         }
     }
@@ -105,6 +117,9 @@ pub fn plan_group_with_warnings<'t>(
             .collect();
         if !violations.is_empty() {
             return Err(PlanError::InvalidSpec(violations));
+        }
+        if awaits_sync(topic) {
+            return Err(PlanError::TopicNotSynced(name.clone()));
         }
         topics.push(topic_input(topic));
     }

@@ -1,5 +1,6 @@
-//! A Topic's status, decided from its spec: totals, each broker's producer share, and the `Ready`
-//! and `QueueMismatch` conditions. Pure: the Topic reconciler only merges and writes it.
+//! A Topic's status, decided from its layout (`spec.brokers`, or with `spec.nameServers` the
+//! observed layout, see [`super::topic_sync`]): totals, each broker's producer share, and the
+//! `Ready` and `QueueMismatch` conditions. Pure: the Topic reconciler only merges and writes it.
 
 use kube::Resource;
 
@@ -8,12 +9,14 @@ use crate::api::{BrokerStatus, Topic, TopicStatus};
 use crate::assign::java_order::java_cmp;
 use crate::assign::producer::{format_share, mismatches};
 
-use super::topic_input;
+use super::{awaits_sync, observed_layout, topic_input};
 
 /// Condition type: the topic's spec is valid and it has readable queues.
 pub const READY: &str = "Ready";
 /// Condition type: a broker's read and write queue counts differ.
 pub const QUEUE_MISMATCH: &str = "QueueMismatch";
+/// `Ready` reason of a Topic with `nameServers` that has no layout yet.
+pub const NOT_SYNCED: &str = "NotSynced";
 
 /// A condition a Topic should have (its transition time is the reconciler's business).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +32,8 @@ pub struct TopicCondition {
 }
 
 impl TopicCondition {
-    fn new(
+    /// A condition.
+    pub fn new(
         type_: &'static str,
         status: bool,
         reason: &'static str,
@@ -45,7 +49,9 @@ impl TopicCondition {
 }
 
 /// The status a topic should have (`conditions` left empty) and its conditions. An invalid spec
-/// keeps the previous totals and only says why (`Ready=False`, `InvalidSpec`).
+/// keeps the previous totals and only says why (`Ready=False`, `InvalidSpec`). A Topic with
+/// `nameServers` is described by its observed layout (`status.observed`, which is kept as it is);
+/// without one and without `spec.brokers` it has no queues yet (`Ready=False`, `NotSynced`).
 pub fn topic_status(topic: &Topic) -> (TopicStatus, Vec<TopicCondition>) {
     let violations = validate_topic(&topic.spec);
     if !violations.is_empty() {
@@ -61,6 +67,22 @@ pub fn topic_status(topic: &Topic) -> (TopicStatus, Vec<TopicCondition>) {
         return (
             status,
             vec![TopicCondition::new(READY, false, "InvalidSpec", message)],
+        );
+    }
+    let observed = observed_layout(topic).cloned();
+    if awaits_sync(topic) {
+        let status = TopicStatus {
+            observed_generation: topic.meta().generation,
+            ..TopicStatus::default()
+        };
+        return (
+            status,
+            vec![TopicCondition::new(
+                READY,
+                false,
+                NOT_SYNCED,
+                "no layout yet: the topic has not been read from its NameServers (see the Synced condition)",
+            )],
         );
     }
     let input = topic_input(topic);
@@ -85,6 +107,7 @@ pub fn topic_status(topic: &Topic) -> (TopicStatus, Vec<TopicCondition>) {
                 },
             })
             .collect(),
+        observed,
         conditions: Vec::new(),
     };
     let problems = mismatches(&input);
@@ -148,7 +171,9 @@ mod tests {
             "orders",
             TopicSpec {
                 topic_name: None,
-                brokers,
+                brokers: Some(brokers),
+                name_servers: None,
+                sync: None,
             },
         );
         t.metadata.generation = Some(3);
