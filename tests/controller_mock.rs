@@ -946,6 +946,104 @@ async fn topic_with_unread_queues_reports_queue_mismatch() {
     server.finish(ctx).await;
 }
 
+/// A loopback address where nothing listens (a port just released): connections are refused.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn topic_whose_name_servers_do_not_answer_is_not_synced() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let addr = closed_port();
+    let mut object = topic_json("orders", Value::Null);
+    object["spec"] = json!({"topicName": "Orders_V2", "nameServers": [addr]});
+    server.start_topic(&ctx, parse(&object));
+
+    let status = server.apply_status_answered(&object, StatusCode::OK).await["status"].clone();
+    let event = server.event().await;
+    assert_eq!(
+        (&event["type"], &event["reason"], &event["action"]),
+        (
+            &json!("Warning"),
+            &json!("NameServerUnreachable"),
+            &json!("Sync")
+        )
+    );
+    // Only the Synced transition is reported, not Ready's NotSynced as well.
+    let action = server.settle().await.expect("reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+
+    let synced = condition(&status, "Synced");
+    assert_eq!(synced["status"], "False");
+    assert_eq!(synced["reason"], "NameServerUnreachable");
+    let message = synced["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "no NameServer answered: cannot connect to RocketMQ at {addr}: "
+        )),
+        "{message}"
+    );
+    assert_eq!(event["note"], message);
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("NotSynced"))
+    );
+    assert_eq!(status.get("observed"), None, "{status:#}");
+    assert_eq!(status["readQueues"], 0);
+
+    // Reconciled again with that status: the same failure writes nothing and tells nobody.
+    object["status"] = status;
+    server.start_topic(&ctx, parse(&object));
+    let action = server.settle().await.expect("second reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    let text = ctx.metrics.encode();
+    let failures = format!(
+        "rebalancer_topic_sync_failures_total{{namespace=\"{NS}\",topic=\"orders\",reason=\"NameServerUnreachable\"}} 2"
+    );
+    assert!(text.contains(&failures), "{text}");
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn topic_that_stops_syncing_loses_its_observed_layout() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let mut object = orders(4);
+    object["status"] = json!({
+        "observedGeneration": 1, "brokerCount": 1, "readQueues": 2, "writeQueues": 2,
+        "brokers": [{"name": "broker-a", "readQueues": 2, "writeQueues": 2, "producerShare": "100%"}],
+        "observed": {"brokers": [{"name": "broker-a", "readQueues": 2, "writeQueues": 2, "permission": "ReadWrite"}],
+            "lastSyncTime": "2026-01-01T00:00:00Z"},
+        "conditions": [
+            {"type": "Drifted", "status": "True", "reason": "SpecDiffers", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "QueueMismatch", "status": "False", "reason": "Matched", "message": "every broker reads the queues it writes", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "Ready", "status": "True", "reason": "Valid", "message": "2 readable, 2 writable queues", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "Synced", "status": "True", "reason": "RouteRead", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        ]
+    });
+    // The spec no longer names NameServers: the Topic is static again, its spec the layout.
+    server.start_topic(&ctx, parse(&object));
+    let status = server.apply_status_answered(&object, StatusCode::OK).await["status"].clone();
+    let action = server.settle().await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(status.get("observed"), None, "{status:#}");
+    assert_eq!(
+        (&status["readQueues"], &status["writeQueues"]),
+        (&json!(4), &json!(4))
+    );
+    let types: Vec<&Value> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["type"])
+        .collect();
+    assert_eq!(types, [&json!("QueueMismatch"), &json!("Ready")]);
+    server.finish(ctx).await;
+}
+
 #[tokio::test]
 async fn invalid_spec_is_reported_and_keeps_the_assignment() {
     let (mut server, ctx) = setup(Leadership::always());

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// API server during a cold start or after a restart.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
+    /// Seconds between two reads of the route of a Topic with `nameServers` (each Topic is also
+    /// read on every change of it).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_period: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -85,6 +89,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         metrics_addr: args.metrics_addr,
         instance,
         concurrency: args.max_concurrent_reconciles,
+        sync_period: Duration::from_secs(args.sync_period),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,8 @@
 //! What every reconcile shares.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -12,6 +14,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::scope::{Failures, NodeZones};
+use crate::rocketmq::{NameServers, Timeouts};
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "rebalancer";
@@ -22,6 +25,9 @@ pub const REPORTING_CONTROLLER: &str = "rebalancer";
 /// Largest serialised status the operator writes with its `assignments` list; beyond it the list
 /// is left out (every pod still has its queues in its annotation). etcd caps objects at ~1.5 MiB.
 pub const STATUS_BUDGET_BYTES: usize = 768 * 1024;
+
+/// How often a Topic with `nameServers` reads its route again (`--sync-period`).
+pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
 
 /// Shared state of the reconcilers.
 #[derive(Clone)]
@@ -42,6 +48,11 @@ pub struct Context {
     pub nodes: Arc<NodeZones>,
     /// Consecutive failures per object.
     pub failures: Arc<Failures>,
+    /// How often a Topic with `nameServers` reads its route again.
+    pub sync_period: Duration,
+    /// One [`NameServers`] per distinct `spec.nameServers` list, so that its failover preference
+    /// (the last NameServer that answered) outlives a reconcile.
+    name_servers: Arc<Mutex<HashMap<Vec<String>, Arc<NameServers>>>>,
 }
 
 impl Context {
@@ -61,7 +72,21 @@ impl Context {
             leadership,
             status_budget: STATUS_BUDGET_BYTES,
             annotation_budget: super::consumers::ANNOTATION_BUDGET,
+            sync_period: DEFAULT_SYNC_PERIOD,
+            name_servers: Arc::default(),
         }
+    }
+
+    /// The NameServers of a `spec.nameServers` list (RocketMQ's default admin timeouts: 3 s to
+    /// connect, 3 s per request).
+    pub fn name_servers(&self, addrs: &[String]) -> Arc<NameServers> {
+        let mut lists = self.name_servers.lock().unwrap_or_else(|e| e.into_inner());
+        lists
+            .entry(addrs.to_vec())
+            .or_insert_with(|| {
+                Arc::new(NameServers::new(addrs.iter().cloned(), Timeouts::default()))
+            })
+            .clone()
     }
 
     /// Publishes an Event; a failure is logged, never fatal.

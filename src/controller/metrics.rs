@@ -34,6 +34,26 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels of one Topic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// Topic name (the object's).
+    pub topic: String,
+}
+
+/// Labels of a failed sync of a Topic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncFailureLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// Topic name (the object's).
+    pub topic: String,
+    /// The `Synced=False` reason: `NameServerUnreachable`, `TopicNotFound`, `NameServerError`.
+    pub reason: String,
+}
+
 /// Labels of a write to the API server.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
@@ -58,6 +78,12 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Successful writes by resource.
     pub writes: Family<WriteLabels, Counter>,
+    /// Syncs of a Topic with `nameServers` that read no route, by reason.
+    pub topic_sync_failures: Family<SyncFailureLabels, Counter>,
+    /// 1 while a Topic's `spec.brokers` differs from its observed layout.
+    pub topic_drifted: Family<TopicLabels, Gauge>,
+    /// Unix time of a Topic's last successful sync.
+    pub topic_last_sync: Family<TopicLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -72,6 +98,9 @@ impl Default for Metrics {
         let queues_moved = Family::<GroupLabels, Counter>::default();
         let leader = Gauge::default();
         let writes = Family::<WriteLabels, Counter>::default();
+        let topic_sync_failures = Family::<SyncFailureLabels, Counter>::default();
+        let topic_drifted = Family::<TopicLabels, Gauge>::default();
+        let topic_last_sync = Family::<TopicLabels, Gauge>::default();
         registry.register(
             "writes",
             "Successful writes to the API server by resource",
@@ -99,6 +128,21 @@ impl Default for Metrics {
             queues_moved.clone(),
         );
         registry.register("leader", "1 when this replica may write", leader.clone());
+        registry.register(
+            "topic_sync_failures",
+            "Syncs of a Topic with nameServers that read no route, by reason",
+            topic_sync_failures.clone(),
+        );
+        registry.register(
+            "topic_drifted",
+            "1 while a Topic's spec.brokers differs from the layout observed on its NameServers",
+            topic_drifted.clone(),
+        );
+        registry.register(
+            "topic_last_sync_timestamp_seconds",
+            "Unix time of the last sync of a Topic that read its route",
+            topic_last_sync.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             reconciles,
@@ -108,6 +152,9 @@ impl Default for Metrics {
             queues_moved,
             leader,
             writes,
+            topic_sync_failures,
+            topic_drifted,
+            topic_last_sync,
         }
     }
 }
@@ -127,6 +174,14 @@ impl Metrics {
         GroupLabels {
             namespace: namespace.to_string(),
             group: group.to_string(),
+        }
+    }
+
+    /// Labels of a Topic.
+    pub fn topic(namespace: &str, topic: &str) -> TopicLabels {
+        TopicLabels {
+            namespace: namespace.to_string(),
+            topic: topic.to_string(),
         }
     }
 
@@ -184,11 +239,31 @@ mod tests {
         m.idle_consumers
             .get_or_create(&Metrics::group("ns", "g"))
             .set(2);
+        m.topic_sync_failures
+            .get_or_create(&SyncFailureLabels {
+                namespace: "ns".into(),
+                topic: "t".into(),
+                reason: "TopicNotFound".into(),
+            })
+            .inc();
+        m.topic_drifted
+            .get_or_create(&Metrics::topic("ns", "t"))
+            .set(1);
+        m.topic_last_sync
+            .get_or_create(&Metrics::topic("ns", "t"))
+            .set(1_700_000_000);
         let text = m.encode();
         assert!(
             text.contains("rebalancer_reconciles_total{kind=\"ConsumerGroup\"} 1"),
             "{text}"
         );
+        for line in [
+            "rebalancer_topic_sync_failures_total{namespace=\"ns\",topic=\"t\",reason=\"TopicNotFound\"} 1",
+            "rebalancer_topic_drifted{namespace=\"ns\",topic=\"t\"} 1",
+            "rebalancer_topic_last_sync_timestamp_seconds{namespace=\"ns\",topic=\"t\"} 1700000000",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains("rebalancer_idle_consumers{namespace=\"ns\",group=\"g\"} 2"),
             "{text}"

@@ -48,6 +48,8 @@ pub struct Settings {
     pub instance: Option<String>,
     /// Most reconciles running at once per scope.
     pub concurrency: u16,
+    /// How often a Topic with `nameServers` reads its route again.
+    pub sync_period: Duration,
 }
 
 /// Requeue after a failed reconcile: exponential for transient failures, slow for refusals that
@@ -414,6 +416,7 @@ fn log_started(settings: &Settings, server: &str) {
         namespaces = %namespaces,
         leader_election = %leader_election,
         metrics_addr = %settings.metrics_addr,
+        sync_period = ?settings.sync_period,
         "operator started"
     );
 }
@@ -431,12 +434,14 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         Some(_) => leader::Leadership::follower(),
         None => leader::Leadership::always(),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         metrics.clone(),
         leadership.clone(),
         settings.instance.clone(),
-    ));
+    );
+    ctx.sync_period = settings.sync_period;
+    let ctx = Arc::new(ctx);
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(
         listener,

@@ -1,9 +1,18 @@
 //! The Topic reconciler: writes the status the plan layer decides (totals, producer shares, the
 //! `Ready` and `QueueMismatch` conditions) and emits Events on transitions.
+//!
+//! A Topic with `spec.nameServers` (sync `Observe`) is synced first: its route is read from the
+//! NameServers on every reconcile and again every sync period (`--sync-period`), and the plan
+//! layer ([`topic_sync`]) turns the answer into `status.observed` and the `Synced` and `Drifted`
+//! conditions. Nothing is written when nothing changed: an unchanged route costs one request to
+//! a NameServer and no write (its freshness is the metric
+//! `rebalancer_topic_last_sync_timestamp_seconds`). A Topic without `nameServers` is static:
+//! exactly the status of its spec, and no requeue.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -13,20 +22,28 @@ use serde_json::json;
 use super::conditions::{self, Desired};
 use super::context::{Context, FIELD_MANAGER};
 use super::error::Error;
+use super::metrics::{Metrics, SyncFailureLabels, TopicLabels};
+use crate::api::validation::validate_topic;
 use crate::api::{Topic, TopicStatus};
-use crate::plan::topic_status;
+use crate::plan::topic_name;
+use crate::plan::topic_status::{self, NOT_SYNCED, READY, TopicCondition};
+use crate::plan::topic_sync::{self, DRIFTED, SYNC_CONDITIONS, SYNCED, SyncResult};
 
 /// Condition type: a broker's read and write queue counts differ.
 pub const QUEUE_MISMATCH: &str = topic_status::QUEUE_MISMATCH;
 
-/// The status a topic should have (conditions not yet merged), as the plan layer decides it.
-pub fn desired_status(topic: &Topic) -> (TopicStatus, Vec<Desired>) {
-    let (status, conditions) = topic_status::topic_status(topic);
-    let desired = conditions
+fn to_desired(conditions: Vec<TopicCondition>) -> Vec<Desired> {
+    conditions
         .into_iter()
         .map(|c| Desired::new(c.type_, c.status, c.reason, c.message))
-        .collect();
-    (status, desired)
+        .collect()
+}
+
+/// The status a static topic should have (conditions not yet merged), as the plan layer decides
+/// it.
+pub fn desired_status(topic: &Topic) -> (TopicStatus, Vec<Desired>) {
+    let (status, conditions) = topic_status::topic_status(topic);
+    (status, to_desired(conditions))
 }
 
 /// Reconciles one Topic.
@@ -36,19 +53,70 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, E
         .await
 }
 
+/// Reads the route of `topic` from its NameServers, counting the outcome in the metrics.
+async fn sync(topic: &Topic, ctx: &Context, labels: &TopicLabels) -> SyncResult {
+    let addrs = topic.spec.name_servers.as_deref().unwrap_or_default();
+    let name = topic_name(topic);
+    let answer = ctx.name_servers(addrs).topic_route(&name).await;
+    let result = SyncResult::from_route(&name, answer);
+    match &result {
+        SyncResult::Observed(brokers) => {
+            tracing::debug!(topic = %name, brokers = brokers.len(), "route read");
+            ctx.metrics
+                .topic_last_sync
+                .get_or_create(labels)
+                .set(Timestamp::now().as_second());
+        }
+        SyncResult::Failed(f) => {
+            tracing::debug!(topic = %name, reason = f.reason, message = %f.message, "no route");
+            ctx.metrics
+                .topic_sync_failures
+                .get_or_create(&SyncFailureLabels {
+                    namespace: labels.namespace.clone(),
+                    topic: labels.topic.clone(),
+                    reason: f.reason.to_string(),
+                })
+                .inc();
+        }
+    }
+    result
+}
+
+/// (status, reason) of a condition, for transitions that ignore the message.
+fn state(conditions: &[Condition], type_: &str) -> Option<(String, String)> {
+    conditions::find(conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
 async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
     let namespace = topic.namespace().ok_or(Error::NoNamespace)?;
+    let labels = Metrics::topic(&namespace, &topic.name_any());
     let current = topic.status.clone().unwrap_or_default();
-    let (mut status, desired) = desired_status(topic);
-    status.conditions = conditions::merge(
-        &current.conditions,
-        &desired,
-        topic.meta().generation,
-        Timestamp::now(),
-    );
+    let valid = validate_topic(&topic.spec).is_empty();
+    let observing = valid && topic.spec.name_servers.is_some();
+    let (mut status, desired) = if observing {
+        let result = sync(topic, ctx, &labels).await;
+        let (status, conditions) = topic_sync::synced_status(topic, &result, Timestamp::now());
+        (status, to_desired(conditions))
+    } else {
+        desired_status(topic)
+    };
+    // `Synced` and `Drifted` exist only while they are decided: a Topic that stops syncing (no
+    // nameServers) or comparing (no spec.brokers) loses them; an invalid spec keeps them as is.
+    let kept: Vec<Condition> = current
+        .conditions
+        .iter()
+        .filter(|c| {
+            !valid
+                || !SYNC_CONDITIONS.contains(&c.type_.as_str())
+                || desired.iter().any(|d| d.type_ == c.type_)
+        })
+        .cloned()
+        .collect();
+    status.conditions =
+        conditions::merge(&kept, &desired, topic.meta().generation, Timestamp::now());
     if status != current {
         let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
         let body =
@@ -59,15 +127,38 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
             &Patch::Apply(&body),
         )
         .await
-        .map_err(|e| Error::kube(format!("apply status of topic {namespace}/{}", topic.name_any()), e))?;
+        .map_err(|e| {
+            Error::kube(
+                format!("apply status of topic {namespace}/{}", topic.name_any()),
+                e,
+            )
+        })?;
+        ctx.metrics.count_write("topics/status");
+    }
+    if valid {
+        match conditions::find(&status.conditions, DRIFTED) {
+            Some(c) => {
+                ctx.metrics
+                    .topic_drifted
+                    .get_or_create(&labels)
+                    .set(i64::from(c.status == "True"));
+            }
+            None => {
+                ctx.metrics.topic_drifted.remove(&labels);
+            }
+        }
+        if !observing {
+            ctx.metrics.topic_last_sync.remove(&labels);
+        }
     }
     let reference = topic.object_ref(&());
-    for type_ in [QUEUE_MISMATCH, "Ready"] {
+    for type_ in [QUEUE_MISMATCH, READY] {
         if conditions::changed(&current.conditions, &status.conditions, type_)
             && let Some(c) = conditions::find(&status.conditions, type_)
         {
             let warning = (type_ == QUEUE_MISMATCH) == (c.status == "True");
-            if warning {
+            // A topic waiting for its first route says so through `Synced`.
+            if warning && c.reason != NOT_SYNCED {
                 let reason = if type_ == QUEUE_MISMATCH {
                     QUEUE_MISMATCH
                 } else {
@@ -78,5 +169,30 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
             }
         }
     }
-    Ok(Action::await_change())
+    let before = state(&current.conditions, SYNCED);
+    if before != state(&status.conditions, SYNCED)
+        && let Some(c) = conditions::find(&status.conditions, SYNCED)
+    {
+        if c.status == "False" {
+            tracing::warn!(topic = %topic.name_any(), reason = %c.reason, message = %c.message, "topic not synced");
+            ctx.event(&reference, true, &c.reason, "Sync", c.message.clone())
+                .await;
+        } else if before.is_some() {
+            tracing::info!(topic = %topic.name_any(), "topic synced again");
+            ctx.event(&reference, false, "Synced", "Sync", c.message.clone())
+                .await;
+        }
+    }
+    if conditions::changed(&current.conditions, &status.conditions, DRIFTED)
+        && let Some(c) = conditions::find(&status.conditions, DRIFTED)
+        && c.status == "True"
+    {
+        ctx.event(&reference, true, "Drifted", "Sync", c.message.clone())
+            .await;
+    }
+    Ok(if observing {
+        Action::requeue(ctx.sync_period)
+    } else {
+        Action::await_change()
+    })
 }

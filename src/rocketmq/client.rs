@@ -751,38 +751,64 @@ impl NameServers {
         &self.addrs
     }
 
+    /// The indexes of the addresses in the order they are tried: the last one that answered,
+    /// then the others in list order.
+    fn order(&self) -> impl Iterator<Item = usize> + use<> {
+        let n = self.addrs.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n.max(1);
+        (0..n).map(move |k| (first + k) % n)
+    }
+
+    /// What the call to address `i` means for the failover: `Some(result)` ends it (an answer,
+    /// even an error one; the address becomes the preferred one), `None` moves on to the next
+    /// address (a transport failure, kept in `errors`).
+    fn settle<T>(&self, i: usize, result: Result<T>, errors: &mut Vec<Error>) -> Option<Result<T>> {
+        match result {
+            Err(e) if e.is_transport() => {
+                tracing::warn!(addr = %self.addrs[i], error = %e, "RocketMQ NameServer failed, trying the next one");
+                errors.push(e);
+                None
+            }
+            other => {
+                self.preferred.store(i, Ordering::Relaxed);
+                Some(other)
+            }
+        }
+    }
+
     /// Runs `call` against the first NameServer that answers.
     pub async fn with_any<T, F>(&self, call: F) -> Result<T>
     where
         F: AsyncFn(&RemotingClient) -> Result<T>,
     {
-        let n = self.addrs.len();
-        let first = self.preferred.load(Ordering::Relaxed) % n.max(1);
         let mut errors = Vec::new();
-        for i in (0..n).map(|k| (first + k) % n) {
-            let addr = &self.addrs[i];
-            let result = match RemotingClient::connect(addr, self.timeouts).await {
+        for i in self.order() {
+            let result = match RemotingClient::connect(&self.addrs[i], self.timeouts).await {
                 Ok(client) => call(&client).await,
                 Err(e) => Err(e),
             };
-            match result {
-                Err(e) if e.is_transport() => {
-                    tracing::warn!(addr = %addr, error = %e, "RocketMQ NameServer failed, trying the next one");
-                    errors.push(e);
-                }
-                other => {
-                    self.preferred.store(i, Ordering::Relaxed);
-                    return other;
-                }
+            if let Some(answer) = self.settle(i, result, &mut errors) {
+                return answer;
             }
         }
         Err(Error::NameServers(errors))
     }
 
-    /// [`RemotingClient::topic_route`] on the first NameServer that answers.
+    /// [`RemotingClient::topic_route`] on the first NameServer that answers. (Written out rather
+    /// than through [`NameServers::with_any`]: the future of an async closure cannot be shown to
+    /// be `Send`, and the operator's reconciles must be.)
     pub async fn topic_route(&self, topic: &str) -> Result<TopicRoute> {
-        self.with_any(async |c: &RemotingClient| c.topic_route(topic).await)
-            .await
+        let mut errors = Vec::new();
+        for i in self.order() {
+            let result = match RemotingClient::connect(&self.addrs[i], self.timeouts).await {
+                Ok(client) => client.topic_route(topic).await,
+                Err(e) => Err(e),
+            };
+            if let Some(answer) = self.settle(i, result, &mut errors) {
+                return answer;
+            }
+        }
+        Err(Error::NameServers(errors))
     }
 
     /// [`RemotingClient::cluster_info`] on the first NameServer that answers.
