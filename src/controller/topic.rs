@@ -59,7 +59,12 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
             &Patch::Apply(&body),
         )
         .await
-        .map_err(|e| Error::kube(format!("apply status of topic {namespace}/{}", topic.name_any()), e))?;
+        .map_err(|e| {
+            Error::kube(
+                format!("apply status of topic {namespace}/{}", topic.name_any()),
+                e,
+            )
+        })?;
     }
     let reference = topic.object_ref(&());
     for type_ in [QUEUE_MISMATCH, "Ready"] {
