@@ -288,6 +288,7 @@ fn topic_controller(
     client: &Client,
     ctx: Arc<Context>,
     ns: Option<&str>,
+    concurrency: u16,
     gained: signal::Receiver<u64>,
 ) -> (Store<Topic>, impl Future<Output = ()> + Send + use<>) {
     let (topics, events) = watch::reflect(
@@ -297,6 +298,7 @@ fn topic_controller(
     );
     let topic_loop = Controller::for_stream(watch::log_errors(events, "Topic"), topics.clone())
         .reconcile_all_on(leadership_gained(gained))
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(
             topic::reconcile,
@@ -366,8 +368,13 @@ fn run_scope(
 ) -> (Caches, impl Future<Output = ()> + Send + use<>) {
     let (scope, group_loop) =
         group_controller(client, ctx.clone(), namespace, settings, gained.clone());
-    let (tracked_topics, topic_loop) =
-        topic_controller(client, ctx.clone(), namespace, gained.clone());
+    let (tracked_topics, topic_loop) = topic_controller(
+        client,
+        ctx.clone(),
+        namespace,
+        settings.concurrency,
+        gained.clone(),
+    );
     let (labelled_pods, swept_groups, sweep_loop) =
         sweep_controller(client, ctx.clone(), namespace);
     let mut caches = Caches::default();
