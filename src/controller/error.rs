@@ -97,6 +97,9 @@ mod tests {
         assert!(!refused.is_transient());
         assert_eq!(refused.retry_after(1), REFUSED_RETRY);
         assert!(api(409).is_transient());
-        assert_eq!(api(409).to_string().split(':').next(), Some("patch pod a/p"));
+        assert_eq!(
+            api(409).to_string().split(':').next(),
+            Some("patch pod a/p")
+        );
     }
 }

@@ -23,11 +23,24 @@ type GroupRef = ObjectRef<ConsumerGroup>;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Key {
-    Topic { ns: String, name: String },
-    Workload { ns: String, kind: String, name: String },
-    Label { ns: String, key: String, value: String },
+    Topic {
+        ns: String,
+        name: String,
+    },
+    Workload {
+        ns: String,
+        kind: String,
+        name: String,
+    },
+    Label {
+        ns: String,
+        key: String,
+        value: String,
+    },
     /// Pods of the namespace that no label finds.
-    Unindexed { ns: String },
+    Unindexed {
+        ns: String,
+    },
 }
 
 #[derive(Default, Debug)]
@@ -187,11 +200,13 @@ impl GroupIndex {
             })
             .collect();
         let consumers = group.spec.consumers.as_ref();
-        let workload = consumers.and_then(|c| c.workload_ref.as_ref()).map(|w| Key::Workload {
-            ns: ns.clone(),
-            kind: w.kind.clone(),
-            name: w.name.clone(),
-        });
+        let workload = consumers
+            .and_then(|c| c.workload_ref.as_ref())
+            .map(|w| Key::Workload {
+                ns: ns.clone(),
+                kind: w.kind.clone(),
+                name: w.name.clone(),
+            });
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let previous = inner.entries.get(&key);
         let (pods, resolved_for) = match &workload {
@@ -345,8 +360,10 @@ mod tests {
     }
 
     fn pod(ns: &str, labels: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": ns, "labels": labels}}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": ns, "labels": labels}}),
+        )
+        .unwrap()
     }
 
     fn names(refs: Vec<GroupRef>) -> Vec<String> {
@@ -388,7 +405,11 @@ mod tests {
             names(index.groups_of_workload("a", "Deployment", "orders")),
             ["by-deploy"]
         );
-        assert!(index.groups_of_workload("a", "StatefulSet", "orders").is_empty());
+        assert!(
+            index
+                .groups_of_workload("a", "StatefulSet", "orders")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -399,7 +420,10 @@ mod tests {
             names(index.groups_of_pod(&pod("a", json!({"app": "other"})))),
             ["by-deploy", "by-expression"]
         );
-        index.resolved(&by_deploy, &selector_from_string("app=orders,tier in (a,b)"));
+        index.resolved(
+            &by_deploy,
+            &selector_from_string("app=orders,tier in (a,b)"),
+        );
         assert_eq!(
             names(index.groups_of_pod(&pod("a", json!({"app": "other"})))),
             ["by-expression"]
@@ -426,7 +450,10 @@ mod tests {
         let leaver = pod("b", json!({GROUP_LABEL: "gone"}));
         assert_eq!(names(index.groups_of_pod(&leaver)), ["gone", "other-ns"]);
         index.remove(&by_deploy);
-        assert_eq!(names(index.groups_of_topic("a", "orders")), Vec::<String>::new());
+        assert_eq!(
+            names(index.groups_of_topic("a", "orders")),
+            Vec::<String>::new()
+        );
         assert_eq!(index.len(), 3);
     }
 
@@ -435,7 +462,10 @@ mod tests {
         use kube::core::SelectorExt;
         let s = parse_selector("app=x,tier in (a, b),!legacy,env!=prod").unwrap();
         let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         assert!(s.matches(&labels(&[("app", "x"), ("tier", "b")])));
         assert!(!s.matches(&labels(&[("app", "x"), ("tier", "c")])));

@@ -135,8 +135,7 @@ impl LeaseLock {
                 Decision::Acquire => {
                     lease.spec = Some(self.spec(lease.spec.as_ref(), now));
                     // `replace` carries the resourceVersion we read: a racing writer gets a conflict.
-                    api.replace(&self.name, &write_params(), &lease)
-                        .await?;
+                    api.replace(&self.name, &write_params(), &lease).await?;
                     Ok(true)
                 }
             },
@@ -157,8 +156,7 @@ impl LeaseLock {
             if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
                 spec.holder_identity = None;
                 spec.lease_duration_seconds = Some(1);
-                api.replace(&self.name, &write_params(), &lease)
-                    .await?;
+                api.replace(&self.name, &write_params(), &lease).await?;
                 tracing::info!(lease = %self.name, "released the lease");
             }
         }

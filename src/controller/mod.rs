@@ -187,8 +187,11 @@ fn group_controller(
             indexing.remove(g);
         }
     });
-    let (topics, topic_events) =
-        watch::reflect(scoped::<Topic>(client, ns), watch::config(), watch::trim_meta);
+    let (topics, topic_events) = watch::reflect(
+        scoped::<Topic>(client, ns),
+        watch::config(),
+        watch::trim_meta,
+    );
     let (pods, pod_events) =
         watch::reflect(scoped::<Pod>(client, ns), watch::config(), watch::trim_pod);
     let (deployments, deployment_events) = watch::reflect(
@@ -218,9 +221,7 @@ fn group_controller(
     });
     let workload_trigger = |kind: &'static str| {
         let index = index.clone();
-        move |o: &dyn WorkloadObject| {
-            index.groups_of_workload(&o.ns(), kind, &o.name())
-        }
+        move |o: &dyn WorkloadObject| index.groups_of_workload(&o.ns(), kind, &o.name())
     };
     let (i1, i2) = (index.clone(), index.clone());
     let (w1, w2, w3) = (
@@ -229,45 +230,43 @@ fn group_controller(
         workload_trigger("ReplicaSet"),
     );
     let concurrency = settings.concurrency;
-    let group_loop = Controller::for_stream(
-        watch::log_errors(group_events, "ConsumerGroup"),
-        groups,
-    )
-    .watches_stream(watch::log_errors(topic_events, "Topic"), move |t: Topic| {
-        i1.groups_of_topic(&t.namespace().unwrap_or_default(), &t.name_any())
-    })
-    .watches_stream(watch::log_errors(pod_events, "Pod"), move |p: Pod| {
-        i2.groups_of_pod(&p)
-    })
-    .watches_stream(
-        watch::log_errors(deployment_events, "Deployment"),
-        move |d: Deployment| w1(&d),
-    )
-    .watches_stream(
-        watch::log_errors(statefulset_events, "StatefulSet"),
-        move |d: StatefulSet| w2(&d),
-    )
-    .watches_stream(
-        watch::log_errors(replicaset_events, "ReplicaSet"),
-        move |d: ReplicaSet| w3(&d),
-    )
-    .reconcile_all_on(leadership_gained(gained))
-    // A rollout changes many pods within a second: plan once for the burst; and never more
-    // reconciles at once than the API server should take from one client.
-    .with_config(
-        kube::runtime::controller::Config::default()
-            .debounce(Duration::from_millis(500))
-            .concurrency(concurrency),
-    )
-    .shutdown_on_signal()
-    .run(
-        group::reconcile,
-        |g: Arc<ConsumerGroup>, e: &Error, s: Arc<Scope>| {
-            retry(&s.ctx.failures, key_of("ConsumerGroup", g.as_ref()), e)
-        },
-        scope.clone(),
-    )
-    .for_each(|r| log_failure("group reconcile", r));
+    let group_loop =
+        Controller::for_stream(watch::log_errors(group_events, "ConsumerGroup"), groups)
+            .watches_stream(watch::log_errors(topic_events, "Topic"), move |t: Topic| {
+                i1.groups_of_topic(&t.namespace().unwrap_or_default(), &t.name_any())
+            })
+            .watches_stream(watch::log_errors(pod_events, "Pod"), move |p: Pod| {
+                i2.groups_of_pod(&p)
+            })
+            .watches_stream(
+                watch::log_errors(deployment_events, "Deployment"),
+                move |d: Deployment| w1(&d),
+            )
+            .watches_stream(
+                watch::log_errors(statefulset_events, "StatefulSet"),
+                move |d: StatefulSet| w2(&d),
+            )
+            .watches_stream(
+                watch::log_errors(replicaset_events, "ReplicaSet"),
+                move |d: ReplicaSet| w3(&d),
+            )
+            .reconcile_all_on(leadership_gained(gained))
+            // A rollout changes many pods within a second: plan once for the burst; and never more
+            // reconciles at once than the API server should take from one client.
+            .with_config(
+                kube::runtime::controller::Config::default()
+                    .debounce(Duration::from_millis(500))
+                    .concurrency(concurrency),
+            )
+            .shutdown_on_signal()
+            .run(
+                group::reconcile,
+                |g: Arc<ConsumerGroup>, e: &Error, s: Arc<Scope>| {
+                    retry(&s.ctx.failures, key_of("ConsumerGroup", g.as_ref()), e)
+                },
+                scope.clone(),
+            )
+            .for_each(|r| log_failure("group reconcile", r));
     (scope, group_loop)
 }
 
@@ -291,12 +290,17 @@ fn topic_controller(
     client: &Client,
     ctx: Arc<Context>,
     ns: Option<&str>,
+    concurrency: u16,
     gained: signal::Receiver<u64>,
 ) -> (Store<Topic>, impl Future<Output = ()> + Send + use<>) {
-    let (topics, events) =
-        watch::reflect(scoped::<Topic>(client, ns), watch::config(), watch::trim_meta);
+    let (topics, events) = watch::reflect(
+        scoped::<Topic>(client, ns),
+        watch::config(),
+        watch::trim_meta,
+    );
     let topic_loop = Controller::for_stream(watch::log_errors(events, "Topic"), topics.clone())
         .reconcile_all_on(leadership_gained(gained))
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(
             topic::reconcile,
@@ -366,8 +370,13 @@ fn run_scope(
 ) -> (Caches, impl Future<Output = ()> + Send + use<>) {
     let (scope, group_loop) =
         group_controller(client, ctx.clone(), namespace, settings, gained.clone());
-    let (tracked_topics, topic_loop) =
-        topic_controller(client, ctx.clone(), namespace, gained.clone());
+    let (tracked_topics, topic_loop) = topic_controller(
+        client,
+        ctx.clone(),
+        namespace,
+        settings.concurrency,
+        gained.clone(),
+    );
     let (labelled_pods, swept_groups, sweep_loop) =
         sweep_controller(client, ctx.clone(), namespace);
     let mut caches = Caches::default();
@@ -387,7 +396,9 @@ fn run_scope(
 }
 
 /// A stream that yields each time leadership is gained.
-fn leadership_gained(rx: signal::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send + 'static {
+fn leadership_gained(
+    rx: signal::Receiver<u64>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
     tokio_stream::wrappers::WatchStream::from_changes(rx).map(|_| ())
 }
 

@@ -39,6 +39,21 @@ pub struct Scope {
     pub index: Arc<GroupIndex>,
 }
 
+impl Scope {
+    /// Waits until every cache of the scope holds its first full list. kube's controller waits
+    /// only for the groups' own cache; a group decided before the pods or Topics are listed would
+    /// see no consumers or a missing topic, and write that (measured at 1,000 groups: up to 283
+    /// groups written with 0 consumers, some stuck until the resync).
+    pub async fn synced(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+        self.groups.wait_until_ready().await?;
+        self.topics.wait_until_ready().await?;
+        self.pods.wait_until_ready().await?;
+        self.deployments.wait_until_ready().await?;
+        self.statefulsets.wait_until_ready().await?;
+        self.replicasets.wait_until_ready().await
+    }
+}
+
 /// Zones of nodes, from a node cache started the first time a zone-aware group needs it (most
 /// installations never do, and nodes are cluster-scoped: no cache, no permission needed).
 pub struct NodeZones {

@@ -75,6 +75,11 @@ impl Operator {
         }
     }
 
+    /// Its process id (for `/proc/<pid>/status` and `/proc/<pid>/stat`: peak RSS, CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its stdout and stderr so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -77,7 +77,10 @@ pub async fn apply(
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Applied::Done),
             Err(e) => {
                 return Err(Error::kube(
-                    format!("apply status of consumergroup {namespace}/{}", group.name_any()),
+                    format!(
+                        "apply status of consumergroup {namespace}/{}",
+                        group.name_any()
+                    ),
                     e,
                 ));
             }

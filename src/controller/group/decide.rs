@@ -88,7 +88,13 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
 
     let violations = validate_group(&group.spec, true);
     if !violations.is_empty() {
-        return failure(group, &current, &PlanError::InvalidSpec(violations), None, now);
+        return failure(
+            group,
+            &current,
+            &PlanError::InvalidSpec(violations),
+            None,
+            now,
+        );
     }
     let topics: Vec<&Topic> = match &snapshot.topics {
         Ok(t) => t.iter().map(AsRef::as_ref).collect(),
@@ -113,8 +119,7 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
 
     let consumers = consumer_inputs(snapshot);
     let previous = previous_allocation(&current, &snapshot.labelled, &group.name_any());
-    let planned = if consumers.is_empty() && group.spec.message_model == MessageModel::Clustering
-    {
+    let planned = if consumers.is_empty() && group.spec.message_model == MessageModel::Clustering {
         // Nobody to assign to (yet): not an error, the group is simply empty.
         Ok(empty_allocation(&topics))
     } else {

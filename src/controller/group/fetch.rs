@@ -110,10 +110,14 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
     pods.sort_by_key(|p| p.name_any());
     labelled.sort_by_key(|p| p.name_any());
     let node_zones = if needs_zones(&group) {
-        scope.ctx.nodes.zones_of(pods.iter().filter_map(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.clone())
-        }))
-        .await
+        scope
+            .ctx
+            .nodes
+            .zones_of(
+                pods.iter()
+                    .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())),
+            )
+            .await
     } else {
         BTreeMap::new()
     };

@@ -35,7 +35,11 @@ const STALE_RETRY: Duration = Duration::from_secs(2);
 /// Reconciles one ConsumerGroup.
 pub async fn reconcile(group: Arc<ConsumerGroup>, scope: Arc<Scope>) -> Result<Action, Error> {
     let ctx = scope.ctx.clone();
-    let key = format!("ConsumerGroup/{}/{}", group.namespace().unwrap_or_default(), group.name_any());
+    let key = format!(
+        "ConsumerGroup/{}/{}",
+        group.namespace().unwrap_or_default(),
+        group.name_any()
+    );
     let result = ctx
         .metrics
         .measure("ConsumerGroup", reconcile_inner(group, &scope))
@@ -52,6 +56,10 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
         // Followers keep their caches warm but never write; leadership re-triggers every group.
         return Ok(Action::await_change());
     }
+    if scope.synced().await.is_err() {
+        // A cache's writer is gone: the operator is shutting down.
+        return Ok(Action::await_change());
+    }
     let snapshot = fetch::fetch(group.clone(), scope).await?;
     let budgets = Budgets {
         status: ctx.status_budget,
@@ -63,10 +71,8 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
         Applied::NotLeader => return Ok(Action::await_change()),
         Applied::Done => {}
     }
-    let labels = super::metrics::Metrics::group(
-        &group.namespace().unwrap_or_default(),
-        &group.name_any(),
-    );
+    let labels =
+        super::metrics::Metrics::group(&group.namespace().unwrap_or_default(), &group.name_any());
     match &decision.outcome {
         Outcome::Planned => {
             ctx.metrics
@@ -74,7 +80,10 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
                 .get_or_create(&labels)
                 .set(i64::from(decision.status.allocation.idle));
             if let Some(moved) = decision.moved {
-                ctx.metrics.queues_moved.get_or_create(&labels).inc_by(moved);
+                ctx.metrics
+                    .queues_moved
+                    .get_or_create(&labels)
+                    .inc_by(moved);
             }
             Ok(Action::requeue(RESYNC))
         }
