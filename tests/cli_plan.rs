@@ -406,3 +406,276 @@ fn a_topic_with_only_name_servers_needs_its_observed_layout() {
         "{text}"
     );
 }
+
+/// `mqadmin topicRoute -t orders` as it prints it: fastjson, pretty, numeric map keys unquoted.
+/// broker-a is read-write (perm 6, 4 queues), broker-b read-only (perm 4, 2 queues), broker-c
+/// write-only (perm 2, 8 queues: producers only).
+const MQADMIN_ROUTE: &str = r#"{
+	"brokerDatas":[
+		{
+			"brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"},
+			"brokerName":"broker-a",
+			"cluster":"DefaultCluster"
+		},
+		{"brokerAddrs":{0:"10.0.0.3:10911"},"brokerName":"broker-b","cluster":"DefaultCluster"},
+		{"brokerAddrs":{0:"10.0.0.4:10911"},"brokerName":"broker-c","cluster":"DefaultCluster"}
+	],
+	"filterServerTable":{},
+	"queueDatas":[
+		{"brokerName":"broker-c","perm":2,"readQueueNums":8,"topicSysFlag":0,"writeQueueNums":8},
+		{"brokerName":"broker-b","perm":4,"readQueueNums":2,"topicSysFlag":0,"writeQueueNums":2},
+		{"brokerName":"broker-a","perm":6,"readQueueNums":4,"topicSysFlag":0,"writeQueueNums":4}
+	]
+}"#;
+
+/// The same route in YAML.
+const YAML_ROUTE: &str = "brokerDatas:
+- {brokerName: broker-a, cluster: DefaultCluster, brokerAddrs: {0: '10.0.0.1:10911'}}
+queueDatas:
+- {brokerName: broker-a, perm: 6, readQueueNums: 4, writeQueueNums: 4, topicSysFlag: 0}
+- {brokerName: broker-b, perm: 4, readQueueNums: 2, writeQueueNums: 2, topicSysFlag: 0}
+- {brokerName: broker-c, perm: 2, readQueueNums: 8, writeQueueNums: 8, topicSysFlag: 0}
+";
+
+/// (consumer, broker, queueIds) of every owned range, in output order.
+fn owned(v: &Value) -> Vec<(String, String, String)> {
+    v["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| {
+            a["queues"].as_array().unwrap().iter().map(move |q| {
+                (
+                    a["consumer"].as_str().unwrap().to_string(),
+                    q["broker"].as_str().unwrap().to_string(),
+                    q["queueIds"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    items
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+/// Client ids as a broker reports them (`clientIP@instanceName`, the instance name `pid#nanos`
+/// since RocketMQ 4.9), over the route above: the readable queues are broker-a 0-3 and broker-b
+/// 0-1 (read-only), broker-c is write-only. AllocateMessageQueueAveragely, worked by hand:
+/// mqAll = [a0 a1 a2 a3 b0 b1] (6), cidAll in String.compareTo order =
+/// [10.0.0.10@1, 10.0.0.11@4242#99, 10.0.0.9@1, fd00::7@7] (4): mod = 2, so the first two get
+/// 2 queues from 0 and 2, the others 1 from index*1+2 = 4 and 5.
+const AVERAGELY_BY_HAND: [(&str, &str, &str); 4] = [
+    ("10.0.0.10@1", "broker-a", "0-1"),
+    ("10.0.0.11@4242#99", "broker-a", "2-3"),
+    ("10.0.0.9@1", "broker-b", "0"),
+    ("fd00::7@7", "broker-b", "1"),
+];
+
+const CLIENT_IDS: &str = "10.0.0.9@1,fd00::7@7,10.0.0.11@4242#99,10.0.0.10@1";
+
+#[test]
+fn route_json_from_mqadmin_with_client_ids_is_rocketmq_averagely() {
+    let g = file(&group("Averagely"));
+    let r = file(MQADMIN_ROUTE);
+    let route = format!("orders={}", r.path().to_str().unwrap());
+    let v = json(&[
+        "-f",
+        g.path().to_str().unwrap(),
+        "--route",
+        &route,
+        "--consumers",
+        CLIENT_IDS,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(owned(&v), triples(&AVERAGELY_BY_HAND), "{v:#}");
+    assert_eq!(v["queues"], 6, "{v:#}");
+    // Producers write broker-a (rw) and broker-c (write-only), never the read-only broker-b.
+    let producers: Vec<&str> = v["producers"][0]["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["broker"].as_str().unwrap())
+        .collect();
+    assert_eq!(producers, ["broker-a", "broker-c"], "{v:#}");
+}
+
+#[test]
+fn route_yaml_and_stdin_give_the_same_plan() {
+    let g = file(&group("Averagely"));
+    let r = file(YAML_ROUTE);
+    let route = format!("orders={}", r.path().to_str().unwrap());
+    let args = [
+        "-f",
+        g.path().to_str().unwrap(),
+        "--route",
+        &route,
+        "--consumers",
+        CLIENT_IDS,
+        "-o",
+        "json",
+    ];
+    let from_yaml = json(&args);
+    assert_eq!(owned(&from_yaml), triples(&AVERAGELY_BY_HAND));
+
+    let out = Command::cargo_bin("rebalancer")
+        .unwrap()
+        .args(["plan", "-f", g.path().to_str().unwrap()])
+        .args([
+            "--route",
+            "orders=-",
+            "--consumers",
+            CLIENT_IDS,
+            "-o",
+            "json",
+        ])
+        .write_stdin(MQADMIN_ROUTE)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let from_stdin: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(from_stdin, from_yaml);
+
+    // The table names the client ids too.
+    let out = plan(&[
+        "-f",
+        g.path().to_str().unwrap(),
+        "--route",
+        &route,
+        "--consumers",
+        CLIENT_IDS,
+    ])
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let text = String::from_utf8(out).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("10.0.0.11@4242#99 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with(" 2       orders/broker-a:2-3"), "{text}");
+}
+
+#[test]
+fn a_route_replaces_the_topic_of_the_files_and_keeps_its_zones() {
+    // The files' Topic has 8 + 8 queues and zones; the route has 4 + 2 (+ write-only broker-c).
+    let topic = "apiVersion: rebalancer.dev/v1alpha1
+kind: Topic
+metadata: {name: orders}
+spec:
+  brokers:
+  - {name: broker-a, readQueues: 8, writeQueues: 8, zone: az1}
+  - {name: broker-b, readQueues: 8, writeQueues: 8, zone: az2}
+";
+    let g = file(&format!("{topic}---\n{}", group("MachineRoomNearby")));
+    let r = file(YAML_ROUTE);
+    let route = format!("orders={}", r.path().to_str().unwrap());
+    let v = json(&[
+        "-f",
+        g.path().to_str().unwrap(),
+        "--route",
+        &route,
+        "--consumers",
+        "10.0.0.1@1=az1,10.0.0.2@1=az2",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        owned(&v),
+        triples(&[
+            ("10.0.0.1@1", "broker-a", "0-3"),
+            ("10.0.0.2@1", "broker-b", "0-1"),
+        ]),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn route_errors_are_one_clear_line() {
+    let g = file(&group("Averagely"));
+    let gp = g.path().to_str().unwrap();
+    let err = |route_text: &str, topic: &str| {
+        let r = file(route_text);
+        let path = r.path().to_str().unwrap().to_string();
+        let route = format!("{topic}={path}");
+        let out = plan(&["-f", gp, "--route", &route, "--replicas", "2"])
+            .failure()
+            .code(1)
+            .get_output()
+            .stderr
+            .clone();
+        let e = String::from_utf8(out).unwrap();
+        assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+        (e, path)
+    };
+    // A topic the group does not subscribe.
+    let (e, _) = err(MQADMIN_ROUTE, "payments");
+    assert!(
+        e.contains("ConsumerGroup cg does not subscribe topic payments (spec.topics: orders)"),
+        "{e}"
+    );
+    // ... checked before the route is read.
+    let (e, _) = err("{not json", "payments");
+    assert!(e.contains("does not subscribe topic payments"), "{e}");
+    // A malformed route names the file and the field.
+    let (e, path) = err(
+        &MQADMIN_ROUTE.replace("\"perm\":4", "\"perm\":\"r\""),
+        "orders",
+    );
+    assert!(
+        e.contains(&format!(
+            "{path}: route of topic orders: queueDatas[1].perm: invalid type: string \"r\""
+        )),
+        "{e}"
+    );
+    let (e, path) = err(
+        "queueDatas:\n- {brokerName: broker-a, perm: 6, writeQueueNums: 4}\n",
+        "orders",
+    );
+    assert!(
+        e.contains(&format!(
+            "{path}: route of topic orders: queueDatas[0]: missing field `readQueueNums`"
+        )),
+        "{e}"
+    );
+    let (e, path) = err("{\"queueDatas\":[{\"brokerName\":", "orders");
+    assert!(
+        e.contains(&format!("{path}: route of topic orders: malformed JSON")),
+        "{e}"
+    );
+    let (e, _) = err("{\"queueDatas\":[],\"brokerDatas\":[]}", "orders");
+    assert!(e.contains("queueDatas: missing or empty"), "{e}");
+    let (e, path) = err(
+        "queueDatas:\n- {brokerName: broker-a, perm: 6, readQueueNums: 5000, writeQueueNums: 4}\n",
+        "orders",
+    );
+    assert!(
+        e.contains(&format!(
+            "{path}: route of topic orders: queueDatas (brokerName broker-a).readQueues: 5000 is more than the maximum 4096"
+        )),
+        "{e}"
+    );
+    // Not TOPIC=FILE.
+    let out = plan(&["-f", gp, "--route", "orders", "--replicas", "2"])
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let e = String::from_utf8(out).unwrap();
+    assert!(e.contains("expected TOPIC=FILE"), "{e}");
+    // stdin once.
+    let out = plan(&["-f", "-", "--route", "orders=-", "--replicas", "2"])
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let e = String::from_utf8(out).unwrap();
+    assert!(e.contains("stdin (-) can be read once"), "{e}");
+}

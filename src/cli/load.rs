@@ -29,7 +29,8 @@ pub struct LoadError {
     pub message: String,
 }
 
-fn read_source(path: &str) -> Result<String, LoadError> {
+/// The text of a file, or of stdin for `-`.
+pub fn read_source(path: &str) -> Result<String, LoadError> {
     let err = |message: String| LoadError {
         file: path.to_string(),
         message,

@@ -3,6 +3,7 @@
 pub mod crds;
 pub mod load;
 pub mod plan;
+pub mod route;
 pub mod run;
 
 use std::io::Write;

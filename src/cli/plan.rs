@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use kube::ResourceExt;
 
 use super::load::{Loaded, load_files};
+use super::route::{RouteArg, parse_route_arg, read_routes, topic_of_route};
 use crate::api::{Allocation, ConsumerGroup, Topic};
 use crate::assign::ConsumerInput;
 use crate::plan::{Plan, PlanWarning, idle_summary, plan_group_with_warnings};
@@ -30,12 +31,19 @@ pub struct PlanArgs {
     /// The ConsumerGroup to plan (needed when the files hold several).
     #[arg(long)]
     pub group: Option<String>,
-    /// Consumers as `ID[=ZONE]`, comma separated or repeated.
+    /// Consumers as `ID[=ZONE]`, comma separated or repeated: pod names, or RocketMQ client ids
+    /// (`clientIP@instanceName`, e.g. `10.244.1.7@12345#1717`). They are sorted in Java
+    /// `String.compareTo` order, as RocketMQ clients sort them.
     #[arg(long, value_delimiter = ',', conflicts_with = "replicas")]
     pub consumers: Vec<String>,
     /// N consumers named `<group>-0 .. <group>-N-1`, as a StatefulSet names its pods.
     #[arg(long)]
     pub replicas: Option<u32>,
+    /// `TOPIC=FILE`: the route of TOPIC (a topic of the group's spec.topics), as
+    /// `mqadmin topicRoute -t NAME` prints it (JSON, or the same in YAML); `-` reads stdin. It
+    /// stands in for the Topic named TOPIC. Repeatable.
+    #[arg(long = "route", value_name = "TOPIC=FILE", value_parser = parse_route_arg)]
+    pub routes: Vec<RouteArg>,
     /// Previous assignment: `plan -o json|yaml` output, or a ConsumerGroup with a status.
     #[arg(long)]
     pub previous: Option<String>,
@@ -46,14 +54,64 @@ pub struct PlanArgs {
 
 /// Runs `plan` and prints the result.
 pub fn run(args: &PlanArgs) -> Result<(), String> {
-    let loaded = load_files(&args.files).map_err(|e| e.to_string())?;
+    let stdin_readers = args.files.iter().filter(|f| *f == "-").count()
+        + args.routes.iter().filter(|r| r.file == "-").count();
+    if stdin_readers > 1 {
+        return Err("stdin (-) can be read once: give it to one -f or one --route".into());
+    }
+    let mut loaded = load_files(&args.files).map_err(|e| e.to_string())?;
     let (file, group) = pick_group(&loaded, args.group.as_deref())?;
+    let group = group.clone();
+    let file = file.to_string();
+    let namespace = group.namespace();
+    // A route stands in for the Topic of its name (the group's namespace), replacing any Topic of
+    // that name in the files.
+    for arg in &args.routes {
+        if !group.spec.topics.contains(&arg.topic) {
+            return Err(format!(
+                "--route {}={}: ConsumerGroup {} does not subscribe topic {} (spec.topics: {})",
+                arg.topic,
+                arg.file,
+                group.name_any(),
+                arg.topic,
+                group.spec.topics.join(", ")
+            ));
+        }
+    }
+    let routes = read_routes(&args.routes)?;
+    for (arg, route) in &routes {
+        let same = |t: &Topic| t.name_any() == arg.topic && t.namespace() == namespace;
+        let base = loaded.topics.iter().find(|(_, t)| same(t)).map(|(_, t)| t);
+        let topic = topic_of_route(&arg.topic, namespace.as_deref(), route, base);
+        if let Some(v) = crate::api::validation::validate_topic(&topic.spec).first() {
+            // `spec.brokers[i]` of a route topic is its i-th broker in name order.
+            let field = match v.field.strip_prefix("spec.brokers[") {
+                Some(rest) => {
+                    let (i, tail) = rest.split_once(']').unwrap_or((rest, ""));
+                    let broker = i
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| topic.spec.brokers().get(i))
+                        .map_or("?", |b| b.name.as_str());
+                    format!("queueDatas (brokerName {broker}){tail}")
+                }
+                None => v.field.clone(),
+            };
+            return Err(format!(
+                "{}: route of topic {}: {field}: {}",
+                arg.file, arg.topic, v.message
+            ));
+        }
+        loaded.topics.retain(|(_, t)| !same(t));
+        loaded.topics.push((arg.file.clone(), topic));
+    }
+    let group = &group;
+    let file = file.as_str();
     let consumers = consumers(args, &group.name_any())?;
     let previous = match &args.previous {
         Some(path) => Some(read_previous(path)?),
         None => None,
     };
-    let namespace = group.namespace();
     // A topic with the file it came from.
     let find = |name: &str| -> Option<&(String, Topic)> {
         loaded
@@ -268,5 +326,47 @@ fn write_table(out: &mut String, header: [&str; 3], rows: &[[String; 3]]) {
             w0 = widths[0],
             w1 = widths[1]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn client_ids_with_at_hash_colons_and_dots_keep_their_zones() {
+        let cli = crate::cli::Cli::parse_from([
+            "rebalancer",
+            "plan",
+            "-f",
+            "g.yaml",
+            "--consumers",
+            "10.244.1.7@12345#1717=az1, fd00::7@7 ,room1@10.0.0.1@1=room1",
+            "--consumers",
+            "10.0.0.9@DEFAULT",
+            "--route",
+            "orders=route.json",
+        ]);
+        let crate::cli::Command::Plan(args) = cli.command else {
+            panic!("not plan");
+        };
+        let got: Vec<(String, Option<String>)> = consumers(&args, "g")
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id, c.zone))
+            .collect();
+        let want = [
+            ("10.244.1.7@12345#1717", Some("az1")),
+            ("fd00::7@7", None),
+            ("room1@10.0.0.1@1", Some("room1")),
+            ("10.0.0.9@DEFAULT", None),
+        ];
+        let want: Vec<(String, Option<String>)> = want
+            .iter()
+            .map(|(id, z)| (id.to_string(), z.map(str::to_string)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(args.routes[0].topic, "orders");
     }
 }
