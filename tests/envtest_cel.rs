@@ -181,6 +181,41 @@ fn topic_cel_rejections() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             json!({"sync": "Observe"}),
             vec![BROKERS_REQUIRED, SYNC_ONLY],
         ),
+        (
+            "topic-manage-without-brokers",
+            json!({"nameServers": ["ns:9876"], "sync": "Manage"}),
+            vec!["sync Manage requires brokers or brokerCluster"],
+        ),
+        (
+            "topic-manage-read-below-write",
+            json!({"nameServers": ["ns:9876"], "sync": "Manage",
+                   "brokers": [{"name": "a", "readQueues": 2, "writeQueues": 4}]}),
+            vec![
+                "with sync Manage every broker needs readQueues >= writeQueues (UnsafeQueueCounts)",
+            ],
+        ),
+        (
+            "topic-cluster-read-below-write",
+            json!({"nameServers": ["ns:9876"], "sync": "Manage",
+                   "brokerCluster": {"name": "c", "readQueues": 2, "writeQueues": 4}}),
+            vec!["brokerCluster needs readQueues >= writeQueues (UnsafeQueueCounts)"],
+        ),
+        (
+            "topic-cluster-with-observe",
+            json!({"nameServers": ["ns:9876"], "drainTimeoutSeconds": 5,
+                   "brokerCluster": {"name": "c", "readQueues": 4, "writeQueues": 4}}),
+            vec![
+                "brokerCluster is only allowed with sync Manage",
+                "drainTimeoutSeconds is only allowed with sync Manage",
+            ],
+        ),
+        (
+            "topic-cluster-and-brokers",
+            json!({"nameServers": ["ns:9876"], "sync": "Manage",
+                   "brokers": [{"name": "a", "readQueues": 4, "writeQueues": 4}],
+                   "brokerCluster": {"name": "c", "readQueues": 4, "writeQueues": 4}}),
+            vec!["brokers and brokerCluster are mutually exclusive"],
+        ),
     ]
 }
 
@@ -322,7 +357,7 @@ async fn every_cel_rule_rejects_its_violations() {
         .flat_map(|(_, _, _, m)| m.iter().map(|m| m.to_string()))
         .collect();
     assert_eq!(rules, covered, "CEL rules of crds/ vs the rejection table");
-    assert_eq!(rules.len(), 8);
+    assert_eq!(rules.len(), 14);
 
     let mut failures = Vec::new();
     for (kind, case, spec, messages) in &cases {
@@ -343,6 +378,8 @@ async fn every_cel_rule_rejects_its_violations() {
                 }
                 let path = if messages == &[EXACTLY_ONE] {
                     "spec.consumers: Invalid value"
+                } else if *case == "topic-cluster-read-below-write" {
+                    "spec.brokerCluster: Invalid value"
                 } else {
                     "spec: Invalid value"
                 };
@@ -901,9 +938,9 @@ fn schema_rejections() -> Vec<SchemaCase> {
         ),
         schema_case(
             t,
-            "enum-sync-manage",
-            json!({"nameServers": ["ns:9876"], "sync": "Manage"}),
-            &["spec.sync", "Unsupported value: \"Manage\""],
+            "enum-sync-unknown",
+            json!({"nameServers": ["ns:9876"], "sync": "Mirror"}),
+            &["spec.sync", "Unsupported value: \"Mirror\""],
             true,
         ),
         // Patterns.

@@ -34,7 +34,12 @@ pub const NAME_SERVER_PATTERN: &str =
 )]
 #[x_kube(
     validation = Rule::new("has(self.brokers) || has(self.nameServers)").message("brokers is required unless nameServers is set"),
-    validation = Rule::new("!has(self.sync) || has(self.nameServers)").message("sync is only allowed with nameServers")
+    validation = Rule::new("!has(self.sync) || has(self.nameServers)").message("sync is only allowed with nameServers"),
+    validation = Rule::new("!has(self.sync) || self.sync != 'Manage' || has(self.brokers) || has(self.brokerCluster)").message("sync Manage requires brokers or brokerCluster"),
+    validation = Rule::new("!has(self.brokerCluster) || (has(self.sync) && self.sync == 'Manage')").message("brokerCluster is only allowed with sync Manage"),
+    validation = Rule::new("!has(self.brokerCluster) || !has(self.brokers)").message("brokers and brokerCluster are mutually exclusive"),
+    validation = Rule::new("!has(self.drainTimeoutSeconds) || (has(self.sync) && self.sync == 'Manage')").message("drainTimeoutSeconds is only allowed with sync Manage"),
+    validation = Rule::new("!has(self.sync) || self.sync != 'Manage' || !has(self.brokers) || self.brokers.all(b, b.readQueues >= b.writeQueues)").message("with sync Manage every broker needs readQueues >= writeQueues (UnsafeQueueCounts)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {
@@ -66,11 +71,44 @@ pub struct TopicSpec {
     /// How the topic follows its cluster (the schema shows the type's description).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncMode>,
+    /// `sync: Manage` only, instead of `brokers`: every broker of this RocketMQ cluster (from the
+    /// NameServers' cluster info) gets the same queue counts and permission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_cluster: Option<BrokerClusterSpec>,
+    /// `sync: Manage` only: how long a shrink of the read queues waits for the removed queues to
+    /// be drained (every consumer group of the Topic caught up with their max offsets) before it
+    /// proceeds anyway. Absent: it waits until they are drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub drain_timeout_seconds: Option<u32>,
+}
+
+/// The queue counts and permission of a topic on every broker of one cluster (`sync: Manage`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("self.readQueues >= self.writeQueues").message("brokerCluster needs readQueues >= writeQueues (UnsafeQueueCounts)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerClusterSpec {
+    /// The RocketMQ cluster name (`brokerClusterName`), e.g. `DefaultCluster`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Queues consumers read on each broker.
+    #[schemars(range(min = 0, max = 4096))]
+    pub read_queues: u32,
+    /// Queues producers write on each broker.
+    #[schemars(range(min = 0, max = 4096))]
+    pub write_queues: u32,
+    /// RocketMQ permission of the topic on each broker.
+    #[serde(default)]
+    pub permission: Permission,
 }
 
 /// How a `Topic` follows its cluster (only with `nameServers`; default `Observe`): `Observe` reads
-/// the topic's route on every reconcile and every sync period and never writes to RocketMQ.
-/// (`Manage`, creating and updating the topic on the brokers, is not built yet.)
+/// the topic's route on every reconcile and every sync period and never writes to RocketMQ;
+/// `Manage` makes the brokers hold `brokers` (or `brokerCluster`): it creates or updates the topic
+/// on each broker's master, never leaves readQueues < writeQueues, and shrinks write queues first
+/// and read queues only once the removed queues are drained (or `drainTimeoutSeconds` ran out).
 #[derive(
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
 )]
@@ -78,12 +116,19 @@ pub enum SyncMode {
     /// Read the route from the NameServers; never write to RocketMQ.
     #[default]
     Observe,
+    /// Create and update the topic on the brokers until the route matches the spec.
+    Manage,
 }
 
 impl TopicSpec {
     /// The brokers of the spec (none when only `nameServers` is set).
     pub fn brokers(&self) -> &[BrokerSpec] {
         self.brokers.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the operator manages the topic on the brokers (`nameServers` and `sync: Manage`).
+    pub fn manages(&self) -> bool {
+        self.name_servers.is_some() && self.sync == Some(SyncMode::Manage)
     }
 }
 
@@ -135,6 +180,10 @@ pub struct TopicStatus {
     /// layout while the NameServers cannot be read (`Synced=False`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<ObservedTopic>,
+    /// `sync: Manage`: when the current wait for removed read queues to drain began (kept while
+    /// the wait lasts; `drainTimeoutSeconds` counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_since: Option<Time>,
     /// `Ready`, `QueueMismatch`, and with `spec.nameServers` `Synced` and `Drifted`.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::{
     ConsumerGroupSpec, InnerStrategyName, MAX_BROKERS, MAX_NAME_SERVERS, MAX_QUEUES_PER_BROKER,
-    MAX_TOPICS, StrategyName, TopicSpec,
+    MAX_TOPICS, StrategyName, SyncMode, TopicSpec,
 };
 use crate::assign::ranges::parse_ranges;
 
@@ -32,8 +32,49 @@ fn violation(field: impl Into<String>, message: impl Into<String>) -> Violation 
     }
 }
 
-/// Every rule a `Topic` spec breaks, in field order.
+/// Every rule a `Topic` spec breaks, in field order: [`validate_topic_shape`] and
+/// [`unsafe_queue_counts`].
 pub fn validate_topic(spec: &TopicSpec) -> Vec<Violation> {
+    let mut out = validate_topic_shape(spec);
+    out.extend(unsafe_queue_counts(spec));
+    out
+}
+
+/// `sync: Manage` brokers that would be left with `readQueues < writeQueues` (messages written
+/// to the queues beyond the read ones would never be consumed): the Topic reconciler refuses
+/// them with `Synced=False`, reason `UnsafeQueueCounts`, and writes nothing to RocketMQ.
+pub fn unsafe_queue_counts(spec: &TopicSpec) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if spec.sync != Some(SyncMode::Manage) {
+        return out;
+    }
+    for (i, b) in spec.brokers().iter().enumerate() {
+        if b.read_queues < b.write_queues {
+            out.push(violation(
+                format!("spec.brokers[{i}]"),
+                format!(
+                    "{}: readQueues {} < writeQueues {}",
+                    b.name, b.read_queues, b.write_queues
+                ),
+            ));
+        }
+    }
+    if let Some(c) = &spec.broker_cluster
+        && c.read_queues < c.write_queues
+    {
+        out.push(violation(
+            "spec.brokerCluster",
+            format!(
+                "readQueues {} < writeQueues {}",
+                c.read_queues, c.write_queues
+            ),
+        ));
+    }
+    out
+}
+
+/// Every rule a `Topic` spec breaks except [`unsafe_queue_counts`], in field order.
+pub fn validate_topic_shape(spec: &TopicSpec) -> Vec<Violation> {
     let mut out = Vec::new();
     if let Some(name) = &spec.topic_name
         && (name.is_empty() || name.len() > 255)
@@ -114,6 +155,55 @@ pub fn validate_topic(spec: &TopicSpec) -> Vec<Violation> {
         }
     } else if spec.sync.is_some() {
         out.push(violation("spec.sync", "only allowed with spec.nameServers"));
+    }
+    let manage = spec.sync == Some(SyncMode::Manage);
+    if manage && spec.brokers.is_none() && spec.broker_cluster.is_none() {
+        out.push(violation(
+            "spec.sync",
+            "Manage requires spec.brokers or spec.brokerCluster",
+        ));
+    }
+    if let Some(c) = &spec.broker_cluster {
+        if !manage {
+            out.push(violation(
+                "spec.brokerCluster",
+                "only allowed with sync Manage",
+            ));
+        }
+        if spec.brokers.is_some() {
+            out.push(violation(
+                "spec.brokerCluster",
+                "brokers and brokerCluster are mutually exclusive",
+            ));
+        }
+        if c.name.is_empty() || c.name.len() > 253 {
+            out.push(violation(
+                "spec.brokerCluster.name",
+                "must be 1 to 253 characters",
+            ));
+        }
+        for (field, value) in [
+            ("readQueues", c.read_queues),
+            ("writeQueues", c.write_queues),
+        ] {
+            if value > MAX_QUEUES_PER_BROKER {
+                out.push(violation(
+                    format!("spec.brokerCluster.{field}"),
+                    format!("{value} is more than the maximum {MAX_QUEUES_PER_BROKER}"),
+                ));
+            }
+        }
+    }
+    if let Some(t) = spec.drain_timeout_seconds {
+        if !manage {
+            out.push(violation(
+                "spec.drainTimeoutSeconds",
+                "only allowed with sync Manage",
+            ));
+        }
+        if !(1..=604_800).contains(&t) {
+            out.push(violation("spec.drainTimeoutSeconds", "must be 1 to 604800"));
+        }
     }
     out
 }
@@ -266,6 +356,8 @@ mod tests {
             }),
             name_servers: name_servers.map(|l| l.iter().map(|s| s.to_string()).collect()),
             sync: sync.then_some(SyncMode::Observe),
+            broker_cluster: None,
+            drain_timeout_seconds: None,
         }
     }
 

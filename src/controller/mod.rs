@@ -14,6 +14,7 @@ pub mod scope;
 pub mod server;
 pub mod sweep;
 pub mod topic;
+pub mod topic_manage;
 pub mod watch;
 
 use std::sync::Arc;

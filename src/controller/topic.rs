@@ -23,11 +23,14 @@ use super::conditions::{self, Desired};
 use super::context::{Context, FIELD_MANAGER};
 use super::error::Error;
 use super::metrics::{Metrics, SyncFailureLabels, TopicLabels};
-use crate::api::validation::validate_topic;
+use crate::api::validation::validate_topic_shape;
 use crate::api::{Topic, TopicStatus};
+use crate::plan::topic_manage::{DRAINING, IN_SYNC, UPDATING};
 use crate::plan::topic_name;
 use crate::plan::topic_status::{self, NOT_SYNCED, READY, TopicCondition};
 use crate::plan::topic_sync::{self, DRIFTED, SYNC_CONDITIONS, SYNCED, SyncResult};
+
+use super::topic_manage;
 
 /// Condition type: a broker's read and write queue counts differ.
 pub const QUEUE_MISMATCH: &str = topic_status::QUEUE_MISMATCH;
@@ -94,11 +97,26 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
     let namespace = topic.namespace().ok_or(Error::NoNamespace)?;
     let labels = Metrics::topic(&namespace, &topic.name_any());
     let current = topic.status.clone().unwrap_or_default();
-    let valid = validate_topic(&topic.spec).is_empty();
+    // The shape only: a Manage spec with unsafe queue counts is still observed (and refused with
+    // `Synced=False`, reason `UnsafeQueueCounts`).
+    let valid = validate_topic_shape(&topic.spec).is_empty();
     let observing = valid && topic.spec.name_servers.is_some();
+    let managing = observing && topic.spec.manages();
+    let mut wrote = false;
+    let mut timed_out = Vec::new();
     let (mut status, desired) = if observing {
         let result = sync(topic, ctx, &labels).await;
-        let (status, conditions) = topic_sync::synced_status(topic, &result, Timestamp::now());
+        let now = Timestamp::now();
+        let (mut status, mut conditions) = topic_sync::synced_status(topic, &result, now);
+        if managing {
+            // The spec is the desired state, not an expectation: no Drifted.
+            let managed = topic_manage::manage(topic, ctx, &result, now).await;
+            conditions.retain(|c| c.type_ != DRIFTED && c.type_ != SYNCED);
+            conditions.push(managed.synced);
+            status.draining_since = managed.draining_since;
+            wrote = managed.wrote;
+            timed_out = managed.timed_out;
+        }
         (status, to_desired(conditions))
     } else {
         desired_status(topic)
@@ -169,11 +187,23 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
             }
         }
     }
+    for note in timed_out {
+        tracing::warn!(topic = %topic.name_any(), %note, "drain timeout");
+        ctx.event(&reference, true, "DrainTimeout", "Manage", note)
+            .await;
+    }
     let before = state(&current.conditions, SYNCED);
     if before != state(&status.conditions, SYNCED)
         && let Some(c) = conditions::find(&status.conditions, SYNCED)
     {
-        if c.status == "False" {
+        // Manage's own progress is Normal; every other reason to be not synced is a Warning.
+        if c.status == "False" && [UPDATING, DRAINING].contains(&c.reason.as_str()) {
+            ctx.event(&reference, false, &c.reason, "Manage", c.message.clone())
+                .await;
+        } else if c.status == "True" && c.reason == IN_SYNC {
+            ctx.event(&reference, false, IN_SYNC, "Manage", c.message.clone())
+                .await;
+        } else if c.status == "False" {
             tracing::warn!(topic = %topic.name_any(), reason = %c.reason, message = %c.message, "topic not synced");
             ctx.event(&reference, true, &c.reason, "Sync", c.message.clone())
                 .await;
@@ -190,7 +220,10 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
         ctx.event(&reference, true, "Drifted", "Sync", c.message.clone())
             .await;
     }
-    Ok(if observing {
+    Ok(if wrote {
+        // Brokers register a change with the NameServers within about a second.
+        Action::requeue(ctx.sync_period.min(Duration::from_secs(1)))
+    } else if observing {
         Action::requeue(ctx.sync_period)
     } else {
         Action::await_change()

@@ -3,6 +3,7 @@
 
 mod input;
 mod output;
+pub mod topic_manage;
 pub mod topic_status;
 pub mod topic_sync;
 mod warning;
@@ -14,7 +15,7 @@ pub use output::{allocation_from, plan_from};
 pub use topic_status::{TopicCondition, topic_status};
 pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
 
-use crate::api::validation::{Violation, validate_group, validate_topic};
+use crate::api::validation::{Violation, validate_group, validate_topic_shape};
 use crate::api::{Allocation, ConsumerGroupSpec, MessageModel, Topic};
 use crate::assign::{self, AssignError, ConsumerInput, GroupInput};
 
@@ -108,7 +109,7 @@ pub fn plan_group_with_warnings<'t>(
     let mut topics = Vec::with_capacity(spec.topics.len());
     for name in &spec.topics {
         let topic = lookup(name).ok_or_else(|| PlanError::TopicNotFound(name.clone()))?;
-        let violations: Vec<Violation> = validate_topic(&topic.spec)
+        let violations: Vec<Violation> = validate_topic_shape(&topic.spec)
             .into_iter()
             .map(|v| Violation {
                 field: format!("Topic {name}: {}", v.field),

@@ -4,7 +4,7 @@
 
 use kube::Resource;
 
-use crate::api::validation::validate_topic;
+use crate::api::validation::validate_topic_shape;
 use crate::api::{BrokerStatus, Topic, TopicStatus};
 use crate::assign::java_order::java_cmp;
 use crate::assign::producer::{format_share, mismatches};
@@ -53,7 +53,7 @@ impl TopicCondition {
 /// `nameServers` is described by its observed layout (`status.observed`, which is kept as it is);
 /// without one and without `spec.brokers` it has no queues yet (`Ready=False`, `NotSynced`).
 pub fn topic_status(topic: &Topic) -> (TopicStatus, Vec<TopicCondition>) {
-    let violations = validate_topic(&topic.spec);
+    let violations = validate_topic_shape(&topic.spec);
     if !violations.is_empty() {
         let message = violations
             .iter()
@@ -94,6 +94,7 @@ pub fn topic_status(topic: &Topic) -> (TopicStatus, Vec<TopicCondition>) {
         broker_count: brokers.len() as u32,
         read_queues: brokers.iter().map(|b| b.readable_queues()).sum(),
         write_queues: total_write,
+        draining_since: None,
         brokers: brokers
             .iter()
             .map(|b| BrokerStatus {
@@ -174,6 +175,8 @@ mod tests {
                 brokers: Some(brokers),
                 name_servers: None,
                 sync: None,
+                broker_cluster: None,
+                drain_timeout_seconds: None,
             },
         );
         t.metadata.generation = Some(3);

@@ -319,6 +319,8 @@ mod tests {
                 brokers,
                 name_servers: Some(vec!["10.0.0.1:9876".into()]),
                 sync: None,
+                broker_cluster: None,
+                drain_timeout_seconds: None,
             },
         );
         t.metadata.generation = Some(2);

@@ -811,10 +811,25 @@ impl NameServers {
         Err(Error::NameServers(errors))
     }
 
-    /// [`RemotingClient::cluster_info`] on the first NameServer that answers.
+    /// [`RemotingClient::cluster_info`] on the first NameServer that answers (written out, as
+    /// [`NameServers::topic_route`], so that the future is `Send`).
     pub async fn cluster_info(&self) -> Result<ClusterInfo> {
-        self.with_any(async |c: &RemotingClient| c.cluster_info().await)
-            .await
+        let mut errors = Vec::new();
+        for i in self.order() {
+            let result = match RemotingClient::connect(&self.addrs[i], self.timeouts).await {
+                Ok(client) => client.cluster_info().await,
+                Err(e) => Err(e),
+            };
+            if let Some(answer) = self.settle(i, result, &mut errors) {
+                return answer;
+            }
+        }
+        Err(Error::NameServers(errors))
+    }
+
+    /// The timeouts every connection of this list uses.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 }
 

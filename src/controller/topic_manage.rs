@@ -1,0 +1,274 @@
+//! `sync: Manage`: after the route has been read ([`super::topic`]), make the brokers hold the
+//! spec. The decisions are [`crate::plan::topic_manage`]'s; this does the I/O: the cluster info
+//! (brokers' master addresses, and the brokers of `spec.brokerCluster`), the consume offsets of
+//! the Topic's groups on a broker whose read queues wait to shrink, and the writes
+//! (`UPDATE_AND_CREATE_TOPIC` to each broker's master).
+//!
+//! The groups whose offsets a shrink waits for are the ConsumerGroups of the Topic's namespace
+//! that list the Topic in `spec.topics`; their RocketMQ group name is their `metadata.name`.
+//! They are listed from the API server only when a shrink waits (no cache of groups is kept for
+//! this), so a Topic that is in sync costs no list.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use super::context::Context;
+use crate::api::validation::unsafe_queue_counts;
+use crate::api::{ConsumerGroup, Topic};
+use crate::plan::topic_manage::{
+    BROKER_ERROR, CLUSTER_NOT_FOUND, DRAINING, IN_SYNC, Step, Target, UNSAFE_QUEUE_COUNTS,
+    UPDATING, drain_blockers, step, targets,
+};
+use crate::plan::topic_name;
+use crate::plan::topic_status::TopicCondition;
+use crate::plan::topic_sync::{
+    NAME_SERVER_ERROR, NAME_SERVER_UNREACHABLE, SYNCED, SyncResult, TOPIC_NOT_FOUND,
+};
+use crate::rocketmq::{self, ClusterInfo, RemotingClient, TopicConfig};
+
+/// What one Manage pass did.
+#[derive(Debug)]
+pub struct Managed {
+    /// The `Synced` condition.
+    pub synced: TopicCondition,
+    /// `status.drainingSince`.
+    pub draining_since: Option<Time>,
+    /// Something was written: look again soon.
+    pub wrote: bool,
+    /// Shrinks that went ahead because `drainTimeoutSeconds` ran out (for Warning Events).
+    pub timed_out: Vec<String>,
+}
+
+fn synced_false(reason: &'static str, message: String) -> TopicCondition {
+    TopicCondition::new(SYNCED, false, reason, message)
+}
+
+/// One Manage pass over a valid-shaped Topic whose route read gave `result`.
+pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Timestamp) -> Managed {
+    let current_since = topic.status.as_ref().and_then(|s| s.draining_since.clone());
+    let mut out = Managed {
+        synced: synced_false(UPDATING, String::new()),
+        draining_since: current_since.clone(),
+        wrote: false,
+        timed_out: Vec::new(),
+    };
+    let unsafe_counts = unsafe_queue_counts(&topic.spec);
+    if !unsafe_counts.is_empty() {
+        out.synced = synced_false(
+            UNSAFE_QUEUE_COUNTS,
+            format!(
+                "refused, nothing written to RocketMQ: a broker with readQueues < writeQueues \
+                 would take messages no consumer reads: {}",
+                unsafe_counts
+                    .iter()
+                    .map(|v| v.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+        out.draining_since = None;
+        return out;
+    }
+    let observed = match result {
+        SyncResult::Observed(brokers) => brokers.clone(),
+        SyncResult::Failed(f) if f.reason == TOPIC_NOT_FOUND => Vec::new(),
+        SyncResult::Failed(f) => {
+            out.synced = synced_false(f.reason, f.message.clone());
+            return out;
+        }
+    };
+    let name = topic_name(topic);
+    let addrs = topic.spec.name_servers.as_deref().unwrap_or_default();
+    let name_servers = ctx.name_servers(addrs);
+    let cluster = match name_servers.cluster_info().await {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = match &e {
+                rocketmq::Error::NameServers(_) => NAME_SERVER_UNREACHABLE,
+                _ => NAME_SERVER_ERROR,
+            };
+            out.synced = synced_false(reason, format!("cluster info: {e}"));
+            return out;
+        }
+    };
+    let wanted = match targets(&topic.spec, Some(&cluster)) {
+        Ok(t) => t,
+        Err(e) => {
+            out.synced = synced_false(CLUSTER_NOT_FOUND, e);
+            return out;
+        }
+    };
+    let timeouts = name_servers.timeouts();
+    let mut writes: Vec<Target> = Vec::new();
+    let mut waiting: Vec<String> = Vec::new();
+    let mut groups: Option<Result<Vec<String>, String>> = None;
+    for target in &wanted {
+        let seen = observed.iter().find(|b| b.name == target.broker);
+        match step(target, seen) {
+            Step::InSync => {}
+            Step::Write(t) => writes.push(t),
+            Step::Drain { from, to, then } => {
+                if groups.is_none() {
+                    groups = Some(list_groups(topic, ctx).await);
+                }
+                let blockers = match groups.as_ref().unwrap() {
+                    Err(e) => vec![e.clone()],
+                    Ok(names) => {
+                        let stats =
+                            consume_stats(&cluster, &then.broker, names, &name, timeouts).await;
+                        drain_blockers(&name, &then.broker, from, to, &stats)
+                    }
+                };
+                let queues = format!("{}: read queues {from}-{}", then.broker, to - 1);
+                if blockers.is_empty() {
+                    writes.push(then);
+                    continue;
+                }
+                let since = current_since.as_ref().map_or(now, |t| t.0);
+                let timed_out = topic.spec.drain_timeout_seconds.is_some_and(|s| {
+                    now.duration_since(since) >= SignedDuration::from_secs(i64::from(s))
+                });
+                if timed_out {
+                    out.timed_out.push(format!(
+                        "{queues} removed after drainTimeoutSeconds {} although not drained ({})",
+                        topic.spec.drain_timeout_seconds.unwrap_or_default(),
+                        blockers.join("; ")
+                    ));
+                    writes.push(then);
+                } else {
+                    waiting.push(format!(
+                        "{queues} wait to be drained (write queues already {}): {}",
+                        then.write,
+                        blockers.join("; ")
+                    ));
+                }
+            }
+        }
+    }
+    out.draining_since = if waiting.is_empty() {
+        None
+    } else {
+        Some(current_since.unwrap_or(Time(now)))
+    };
+    let mut errors = Vec::new();
+    let mut written = Vec::new();
+    for t in &writes {
+        match write(&cluster, &name, t, timeouts).await {
+            Ok(()) => {
+                ctx.metrics.count_write("rocketmq/topic");
+                tracing::info!(topic = %name, target = %t, "topic written to broker");
+                written.push(t.to_string());
+            }
+            Err(e) => errors.push(format!("{}: {e}", t.broker)),
+        }
+    }
+    out.wrote = !written.is_empty();
+    out.synced = if !errors.is_empty() {
+        synced_false(BROKER_ERROR, errors.join("; "))
+    } else if !waiting.is_empty() {
+        let mut message = waiting.join("; ");
+        if !written.is_empty() {
+            message.push_str(&format!("; wrote {}", written.join("; ")));
+        }
+        synced_false(DRAINING, message)
+    } else if !written.is_empty() {
+        synced_false(
+            UPDATING,
+            format!(
+                "wrote {}; waiting for the route to show it",
+                written.join("; ")
+            ),
+        )
+    } else {
+        TopicCondition::new(
+            SYNCED,
+            true,
+            IN_SYNC,
+            format!(
+                "route of topic {name} matches the spec on {} brokers",
+                wanted.len()
+            ),
+        )
+    };
+    out
+}
+
+/// The ConsumerGroups of the Topic's namespace that read it (their names are their RocketMQ
+/// group names).
+async fn list_groups(topic: &Topic, ctx: &Context) -> Result<Vec<String>, String> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("cannot list ConsumerGroups: {e}"))?;
+    let me = topic.name_any();
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .filter(|g| g.spec.topics.contains(&me))
+        .map(ResourceExt::name_any)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn master<'a>(cluster: &'a ClusterInfo, broker: &str) -> Result<&'a str, String> {
+    cluster
+        .broker_addr_table
+        .get(broker)
+        .ok_or_else(|| "not registered with the NameServers".to_string())?
+        .master_addr()
+        .ok_or_else(|| "no master (brokerId 0) registered".to_string())
+}
+
+/// Each group's offsets on `broker`'s master.
+async fn consume_stats(
+    cluster: &ClusterInfo,
+    broker: &str,
+    groups: &[String],
+    topic: &str,
+    timeouts: rocketmq::Timeouts,
+) -> Vec<(String, Result<rocketmq::ConsumeStats, String>)> {
+    let client = match master(cluster, broker) {
+        Ok(addr) => RemotingClient::connect(addr, timeouts)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("{broker}: {e}")),
+    };
+    let mut out = Vec::with_capacity(groups.len());
+    for group in groups {
+        let stats = match &client {
+            Ok(c) => c
+                .consume_stats(group, Some(topic))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        out.push((group.clone(), stats));
+    }
+    out
+}
+
+async fn write(
+    cluster: &ClusterInfo,
+    topic: &str,
+    target: &Target,
+    timeouts: rocketmq::Timeouts,
+) -> Result<(), String> {
+    let addr = master(cluster, &target.broker)?;
+    let client = RemotingClient::connect(addr, timeouts)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .create_or_update_topic(&TopicConfig::new(
+            topic,
+            target.read,
+            target.write,
+            target.permission,
+        ))
+        .await
+        .map_err(|e| e.to_string())
+}
