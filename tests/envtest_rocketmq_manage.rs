@@ -1,0 +1,497 @@
+//! Topic sync `Manage` end to end, against both real servers: the envtest API server with the
+//! real `rebalancer` binary (`--sync-period=2`) and real rocketmq-rust NameServers and Brokers
+//! (see `tests/support/rocketmq.rs`). The Topic resource is the desired state; what the brokers
+//! hold is read back from the NameServer with the admin client. Messages are produced with
+//! `SEND_MESSAGE` and "consumed" by committing offsets with `UPDATE_CONSUMER_OFFSET`, as
+//! `tests/rocketmq_remoting.rs` does.
+//!
+//! Each test needs `KUBEBUILDER_ASSETS` (and `HELM`) and `ROCKETMQ_BIN`, and prints one SKIP line
+//! without them, unless `REBALANCER_REQUIRE_ENVTEST=1` / `REBALANCER_REQUIRE_ROCKETMQ=1`. They
+//! share one RocketMQ (one NameServer, `broker-a` and `broker-b`), each with its own topics and
+//! groups.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::api::{DeleteParams, Patch, PatchParams};
+use rebalancer::api::{Permission, Topic};
+use rebalancer::rocketmq::{Command, RemotingClient, Timeouts, TopicRoute, code};
+use serde_json::{Value, json};
+use support::fixtures::Env;
+use support::operator::Operator;
+use support::rocketmq::shared;
+use support::{eventually, random_suffix};
+
+/// The operator's `--sync-period`, in seconds.
+const SYNC_PERIOD: u64 = 2;
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_secs(5),
+    }
+}
+
+async fn connect(addr: &str) -> RemotingClient {
+    RemotingClient::connect(addr, timeouts())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn route(namesrv: &str, topic: &str) -> Result<TopicRoute, String> {
+    connect(namesrv)
+        .await
+        .topic_route(topic)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The (read, write, permission) the route gives `broker`.
+fn counts(route: &TopicRoute, broker: &str) -> Option<(u32, u32, Permission)> {
+    route
+        .queue(broker)
+        .map(|q| (q.read_queue_nums, q.write_queue_nums, q.permission()))
+}
+
+/// Polls the NameServer until the route gives each broker its counts; returns when, since `from`.
+async fn route_shows(
+    namesrv: &str,
+    topic: &str,
+    want: &[(&str, u32, u32)],
+    from: Instant,
+) -> Duration {
+    eventually(
+        &format!("the route of {topic} to show {want:?}"),
+        || async {
+            let r = route(namesrv, topic).await?;
+            for (broker, read, write) in want {
+                if counts(&r, broker) != Some((*read, *write, Permission::ReadWrite)) {
+                    return Err(format!("{r:?}"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    from.elapsed()
+}
+
+fn synced(topic: &Topic) -> Option<(String, String, String)> {
+    let c = topic
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Synced")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the Topic's `Synced` has `status` and `reason`; returns its message.
+async fn wait_synced(env: &Env, name: &str, status: &str, reason: &str) -> String {
+    let api = env.api::<Topic>();
+    eventually(
+        &format!("topic {name}: Synced={status} {reason}"),
+        || async {
+            let t = api.get(name).await.map_err(|e| e.to_string())?;
+            match synced(&t) {
+                Some((s, r, m)) if s == status && r == reason => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+fn managed(name: &str, rocketmq_name: &str, namesrv: &str, extra: Value) -> Value {
+    let mut spec = json!({"topicName": rocketmq_name, "nameServers": [namesrv], "sync": "Manage"});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    json!({"apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+fn brokers(list: &[(&str, u32, u32)]) -> Value {
+    json!({"brokers": list.iter().map(|(n, r, w)| json!({"name": n, "readQueues": r, "writeQueues": w})).collect::<Vec<_>>()})
+}
+
+async fn operator(env: &Env) -> Operator {
+    let op = env.operator_with("op", vec![format!("--sync-period={SYNC_PERIOD}")]);
+    env.wait_holder("op").await;
+    op
+}
+
+async fn wait_event(env: &Env, name: &str, type_: &str, reason: &str) -> String {
+    eventually(
+        &format!("a {type_} {reason} Event about {name}"),
+        || async {
+            let events = env.events_of("Topic", name).await;
+            events
+                .iter()
+                .rev()
+                .find(|(t, r, _)| t == type_ && r == reason)
+                .map(|(_, _, note)| note.clone())
+                .ok_or_else(|| format!("events: {events:?}"))
+        },
+    )
+    .await
+}
+
+/// Registers `group` on the broker (`HEART_BEAT`), which creates its subscription group (offsets
+/// cannot be committed without one).
+async fn heartbeat(client: &RemotingClient, group: &str, topic: &str) {
+    let body = json!({
+        "clientID": format!("127.0.0.1@{group}"),
+        "producerDataSet": [],
+        "consumerDataSet": [{
+            "groupName": group, "consumeType": "CONSUME_PASSIVELY", "messageModel": "CLUSTERING",
+            "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
+            "subscriptionDataSet": [{"classFilterMode": false, "topic": topic, "subString": "*",
+                "tagsSet": [], "codeSet": [], "subVersion": 1, "expressionType": "TAG"}],
+            "unitMode": false
+        }]
+    });
+    let request = Command::new(code::HEART_BEAT).with_body(serde_json::to_vec(&body).unwrap());
+    client
+        .invoke_ok(request)
+        .await
+        .unwrap_or_else(|e| panic!("heartbeat: {e}"));
+}
+
+/// Sends one message to `queue_id` (`SEND_MESSAGE`).
+async fn send(client: &RemotingClient, topic: &str, queue_id: u32) {
+    let request = Command::request(
+        code::SEND_MESSAGE,
+        [
+            ("producerGroup", "rebalancer_test_producer".to_string()),
+            ("topic", topic.to_string()),
+            ("defaultTopic", "TBW102".to_string()),
+            ("defaultTopicQueueNums", "4".to_string()),
+            ("queueId", queue_id.to_string()),
+            ("sysFlag", "0".to_string()),
+            ("bornTimestamp", "0".to_string()),
+            ("flag", "0".to_string()),
+            ("properties", String::new()),
+            ("reconsumeTimes", "0".to_string()),
+            ("unitMode", "false".to_string()),
+            ("batch", "false".to_string()),
+        ],
+    )
+    .with_body(b"hello".to_vec());
+    client
+        .invoke_ok(request)
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+}
+
+/// Commits `offset` for `group` on `queue_id` (`UPDATE_CONSUMER_OFFSET`).
+async fn commit(client: &RemotingClient, group: &str, topic: &str, queue_id: u32, offset: i64) {
+    let request = Command::request(
+        code::UPDATE_CONSUMER_OFFSET,
+        [
+            ("consumerGroup", group.to_string()),
+            ("topic", topic.to_string()),
+            ("queueId", queue_id.to_string()),
+            ("commitOffset", offset.to_string()),
+        ],
+    );
+    client
+        .invoke_ok(request)
+        .await
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+}
+
+#[tokio::test]
+async fn manage_creates_grows_refuses_unsafe_counts_and_never_deletes() {
+    let test = "manage_creates_grows_refuses_unsafe_counts_and_never_deletes";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    let Some(env) = Env::new("rocketmq-manage").await else {
+        return;
+    };
+    let ns = mq.namesrv_addr();
+    let topic = format!("Managed_{}", random_suffix(6));
+    let op = operator(&env).await;
+
+    // Created on both brokers from spec.brokers.
+    let started = Instant::now();
+    env.apply::<Topic>(managed(
+        "orders",
+        &topic,
+        &ns,
+        brokers(&[("broker-a", 4, 4), ("broker-b", 2, 2)]),
+    ))
+    .await;
+    let created = route_shows(
+        &ns,
+        &topic,
+        &[("broker-a", 4, 4), ("broker-b", 2, 2)],
+        started,
+    )
+    .await;
+    let message = wait_synced(&env, "orders", "True", "InSync").await;
+    let in_sync = started.elapsed();
+    assert_eq!(
+        message,
+        format!("route of topic {topic} matches the spec on 2 brokers")
+    );
+    println!("MEASURED create: route after {created:?}, Synced=True after {in_sync:?}");
+    let t = env.api::<Topic>().get("orders").await.unwrap();
+    let observed = &t
+        .status
+        .as_ref()
+        .unwrap()
+        .observed
+        .as_ref()
+        .unwrap()
+        .brokers;
+    let seen: Vec<(&str, u32, u32)> = observed
+        .iter()
+        .map(|b| (b.name.as_str(), b.read_queues, b.write_queues))
+        .collect();
+    assert_eq!(seen, [("broker-a", 4, 4), ("broker-b", 2, 2)]);
+    assert!(
+        t.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Drifted"),
+        "no Drifted under Manage"
+    );
+
+    // Growth: one write.
+    let started = Instant::now();
+    env.apply::<Topic>(managed(
+        "orders",
+        &topic,
+        &ns,
+        brokers(&[("broker-a", 8, 8), ("broker-b", 2, 2)]),
+    ))
+    .await;
+    let grown = route_shows(
+        &ns,
+        &topic,
+        &[("broker-a", 8, 8), ("broker-b", 2, 2)],
+        started,
+    )
+    .await;
+    wait_synced(&env, "orders", "True", "InSync").await;
+    println!("MEASURED growth: route after {grown:?}");
+
+    // readQueues < writeQueues: the API server refuses it (CEL), nothing reaches the brokers.
+    let refused = env
+        .api::<Topic>()
+        .patch(
+            "orders",
+            &PatchParams::apply("test-unsafe").force(),
+            &Patch::Apply(&managed(
+                "orders",
+                &topic,
+                &ns,
+                brokers(&[("broker-a", 4, 8), ("broker-b", 2, 2)]),
+            )),
+        )
+        .await
+        .expect_err("the API server must refuse readQueues < writeQueues under Manage");
+    assert!(
+        refused.to_string().contains("UnsafeQueueCounts"),
+        "{refused}"
+    );
+    tokio::time::sleep(Duration::from_secs(SYNC_PERIOD * 2)).await;
+    let r = route(&ns, &topic).await.unwrap();
+    assert_eq!(
+        counts(&r, "broker-a"),
+        Some((8, 8, Permission::ReadWrite)),
+        "nothing changed on the broker"
+    );
+
+    // Deleting the Topic resource never deletes the RocketMQ topic.
+    env.api::<Topic>()
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the Topic to be gone", || async {
+        match env.api::<Topic>().get_opt("orders").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(SYNC_PERIOD * 2)).await;
+    let r = route(&ns, &topic).await.unwrap();
+    assert_eq!(counts(&r, "broker-a"), Some((8, 8, Permission::ReadWrite)));
+    assert_eq!(counts(&r, "broker-b"), Some((2, 2, Permission::ReadWrite)));
+    op.assert_clean();
+}
+
+#[tokio::test]
+async fn manage_applies_a_cluster_default_to_every_broker() {
+    let test = "manage_applies_a_cluster_default_to_every_broker";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    let Some(env) = Env::new("rocketmq-manage-cluster").await else {
+        return;
+    };
+    let ns = mq.namesrv_addr();
+    let topic = format!("Cluster_{}", random_suffix(6));
+    let op = operator(&env).await;
+    env.apply::<Topic>(managed(
+        "orders",
+        &topic,
+        &ns,
+        json!({"brokerCluster": {"name": support::rocketmq::CLUSTER, "readQueues": 3, "writeQueues": 3}}),
+    ))
+    .await;
+    route_shows(
+        &ns,
+        &topic,
+        &[("broker-a", 3, 3), ("broker-b", 3, 3)],
+        Instant::now(),
+    )
+    .await;
+    wait_synced(&env, "orders", "True", "InSync").await;
+
+    // An unknown cluster writes nothing.
+    env.apply::<Topic>(managed(
+        "other",
+        &format!("Nowhere_{}", random_suffix(6)),
+        &ns,
+        json!({"brokerCluster": {"name": "NoSuchCluster", "readQueues": 3, "writeQueues": 3}}),
+    ))
+    .await;
+    let message = wait_synced(&env, "other", "False", "ClusterNotFound").await;
+    assert_eq!(
+        message,
+        "the NameServers know no broker of cluster NoSuchCluster"
+    );
+    wait_event(&env, "other", "Warning", "ClusterNotFound").await;
+    op.assert_clean();
+}
+
+/// Sets up a managed topic on broker-a with 4/4 queues, a ConsumerGroup reading it, and one
+/// un-consumed message in each of queues 2 and 3; then asks for 2/2.
+async fn shrink_setup(env: &Env, ns: &str, broker: &str, topic: &str, group: &str, extra: Value) {
+    let mut spec = brokers(&[("broker-a", 4, 4)]);
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    env.apply::<Topic>(managed("orders", topic, ns, spec.clone()))
+        .await;
+    route_shows(ns, topic, &[("broker-a", 4, 4)], Instant::now()).await;
+    wait_synced(env, "orders", "True", "InSync").await;
+    env.pods(group, 1).await;
+    env.group(
+        group,
+        json!({"topics": ["orders"], "consumers": {"selector": {"matchLabels": {"app": group}}}}),
+    )
+    .await;
+    let client = connect(broker).await;
+    heartbeat(&client, group, topic).await;
+    for queue_id in [2, 3] {
+        send(&client, topic, queue_id).await;
+    }
+    spec["brokers"] = json!([{"name": "broker-a", "readQueues": 2, "writeQueues": 2}]);
+    env.apply::<Topic>(managed("orders", topic, ns, spec)).await;
+}
+
+#[tokio::test]
+async fn a_shrink_goes_write_first_and_reads_follow_once_drained() {
+    let test = "a_shrink_goes_write_first_and_reads_follow_once_drained";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    let Some(env) = Env::new("rocketmq-manage-drain").await else {
+        return;
+    };
+    let ns = mq.namesrv_addr();
+    let broker = mq.broker_addr().to_string();
+    let topic = format!("Shrink_{}", random_suffix(6));
+    let group = format!("drainer-{}", random_suffix(6));
+    let op = operator(&env).await;
+    shrink_setup(&env, &ns, &broker, &topic, &group, json!({})).await;
+
+    // Write first: writeQueues 2 while readQueues stay 4.
+    route_shows(&ns, &topic, &[("broker-a", 4, 2)], Instant::now()).await;
+    let message = wait_synced(&env, "orders", "False", "Draining").await;
+    assert!(
+        message.contains("broker-a: read queues 2-3 wait to be drained")
+            && message.contains(&format!("{group}: queues 2-3 behind")),
+        "{message}"
+    );
+    wait_event(&env, "orders", "Normal", "Draining").await;
+    let t = env.api::<Topic>().get("orders").await.unwrap();
+    assert!(t.status.as_ref().unwrap().draining_since.is_some());
+    // While un-consumed messages sit in the removed queues, the read queues stay.
+    tokio::time::sleep(Duration::from_secs(SYNC_PERIOD * 3)).await;
+    let r = route(&ns, &topic).await.unwrap();
+    assert_eq!(counts(&r, "broker-a"), Some((4, 2, Permission::ReadWrite)));
+
+    // Consumed (offsets committed up to the max offsets): the read queues follow.
+    let client = connect(&broker).await;
+    commit(&client, &group, &topic, 2, 1).await;
+    let partly = wait_synced(&env, "orders", "False", "Draining").await;
+    eventually("only queue 3 to be named", || async {
+        let m = wait_synced(&env, "orders", "False", "Draining").await;
+        if m.contains(&format!("{group}: queues 3 behind")) {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    })
+    .await;
+    let committed = Instant::now();
+    commit(&client, &group, &topic, 3, 1).await;
+    let followed = route_shows(&ns, &topic, &[("broker-a", 2, 2)], committed).await;
+    wait_synced(&env, "orders", "True", "InSync").await;
+    println!("MEASURED drained -> read queues shrunk in the route after {followed:?} ({partly})");
+    let t = env.api::<Topic>().get("orders").await.unwrap();
+    assert!(t.status.as_ref().unwrap().draining_since.is_none());
+    op.assert_clean();
+}
+
+#[tokio::test]
+async fn a_shrink_proceeds_after_the_drain_timeout() {
+    let test = "a_shrink_proceeds_after_the_drain_timeout";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    let Some(env) = Env::new("rocketmq-manage-timeout").await else {
+        return;
+    };
+    let ns = mq.namesrv_addr();
+    let broker = mq.broker_addr().to_string();
+    let topic = format!("Timeout_{}", random_suffix(6));
+    let group = format!("slow-{}", random_suffix(6));
+    let op = operator(&env).await;
+    let timeout = 6;
+    shrink_setup(
+        &env,
+        &ns,
+        &broker,
+        &topic,
+        &group,
+        json!({"drainTimeoutSeconds": timeout}),
+    )
+    .await;
+    route_shows(&ns, &topic, &[("broker-a", 4, 2)], Instant::now()).await;
+    wait_synced(&env, "orders", "False", "Draining").await;
+    let waiting = Instant::now();
+    let r = route(&ns, &topic).await.unwrap();
+    assert_eq!(counts(&r, "broker-a"), Some((4, 2, Permission::ReadWrite)));
+    let after = route_shows(&ns, &topic, &[("broker-a", 2, 2)], waiting).await;
+    wait_synced(&env, "orders", "True", "InSync").await;
+    let note = wait_event(&env, "orders", "Warning", "DrainTimeout").await;
+    assert!(
+        note.contains("read queues 2-3 removed after drainTimeoutSeconds 6")
+            && note.contains(&group),
+        "{note}"
+    );
+    println!(
+        "MEASURED drainTimeoutSeconds={timeout}: read queues shrunk {after:?} after Draining was seen"
+    );
+    op.assert_clean();
+}
