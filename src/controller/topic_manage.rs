@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams};
 
 use super::context::Context;
 use crate::api::validation::unsafe_queue_counts;
-use crate::api::{ConsumerGroup, Topic};
+use crate::api::{ConsumerGroup, Topic, TopicSpec};
 use crate::plan::topic_manage::{
     BROKER_ERROR, CLUSTER_NOT_FOUND, DRAINING, IN_SYNC, Step, Target, UNSAFE_QUEUE_COUNTS,
     UPDATING, drain_blockers, step, targets,
@@ -45,6 +45,27 @@ fn synced_false(reason: &'static str, message: String) -> TopicCondition {
     TopicCondition::new(SYNCED, false, reason, message)
 }
 
+/// `Synced=False`, reason `UnsafeQueueCounts`, when the spec would leave a broker with
+/// `readQueues < writeQueues` (checked before anything is read from or written to a broker).
+pub fn refusal(spec: &TopicSpec) -> Option<TopicCondition> {
+    let unsafe_counts = unsafe_queue_counts(spec);
+    if unsafe_counts.is_empty() {
+        return None;
+    }
+    Some(synced_false(
+        UNSAFE_QUEUE_COUNTS,
+        format!(
+            "refused, nothing written to RocketMQ: a broker with readQueues < writeQueues \
+             would take messages no consumer reads: {}",
+            unsafe_counts
+                .iter()
+                .map(|v| v.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    ))
+}
+
 /// One Manage pass over a valid-shaped Topic whose route read gave `result`.
 pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Timestamp) -> Managed {
     let current_since = topic.status.as_ref().and_then(|s| s.draining_since.clone());
@@ -54,20 +75,8 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
         wrote: false,
         timed_out: Vec::new(),
     };
-    let unsafe_counts = unsafe_queue_counts(&topic.spec);
-    if !unsafe_counts.is_empty() {
-        out.synced = synced_false(
-            UNSAFE_QUEUE_COUNTS,
-            format!(
-                "refused, nothing written to RocketMQ: a broker with readQueues < writeQueues \
-                 would take messages no consumer reads: {}",
-                unsafe_counts
-                    .iter()
-                    .map(|v| v.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        );
+    if let Some(refused) = refusal(&topic.spec) {
+        out.synced = refused;
         out.draining_since = None;
         return out;
     }
@@ -271,4 +280,42 @@ async fn write(
         ))
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BrokerSpec, Permission, SyncMode};
+
+    #[test]
+    fn read_below_write_is_refused_before_any_io() {
+        let broker = |name: &str, read, write| BrokerSpec {
+            name: name.into(),
+            read_queues: read,
+            write_queues: write,
+            permission: Permission::ReadWrite,
+            zone: None,
+        };
+        let mut spec = TopicSpec {
+            topic_name: None,
+            brokers: Some(vec![broker("broker-a", 8, 8), broker("broker-b", 2, 4)]),
+            name_servers: Some(vec!["ns:9876".into()]),
+            sync: Some(SyncMode::Manage),
+            broker_cluster: None,
+            drain_timeout_seconds: None,
+        };
+        let c = refusal(&spec).unwrap();
+        assert_eq!((c.status, c.reason), (false, UNSAFE_QUEUE_COUNTS));
+        assert_eq!(
+            c.message,
+            "refused, nothing written to RocketMQ: a broker with readQueues < writeQueues would \
+             take messages no consumer reads: broker-b: readQueues 2 < writeQueues 4"
+        );
+        // Observe only compares: no refusal.
+        spec.sync = Some(SyncMode::Observe);
+        assert!(refusal(&spec).is_none());
+        spec.sync = Some(SyncMode::Manage);
+        spec.brokers = Some(vec![broker("broker-b", 4, 2)]);
+        assert!(refusal(&spec).is_none());
+    }
 }
