@@ -282,8 +282,8 @@ fn topic_cel_and_the_controller_agree_on_brokers_name_servers_and_sync() {
 fn topic_cel_and_the_controller_agree_on_manage() {
     let schema = schema_of(&Topic::crd());
     let validator = Validator::new();
-    // Every combination of: sync (absent, Observe, Manage); brokers (absent, safe, read < write);
-    // brokerCluster (absent, safe, read < write); drainTimeoutSeconds; nameServers always set.
+    // Every combination of: sync (absent, Observe, Manage); brokers (absent, safe, read < write,
+    // WriteOnly); brokerCluster (absent, safe, read < write, WriteOnly); drainTimeoutSeconds; nameServers always set.
     let syncs = [None, Some("Observe"), Some("Manage")];
     let brokers = [
         None,
@@ -292,11 +292,17 @@ fn topic_cel_and_the_controller_agree_on_manage() {
             json!([{"name": "broker-a", "readQueues": 8, "writeQueues": 8},
                     {"name": "broker-b", "readQueues": 2, "writeQueues": 4}]),
         ),
+        Some(
+            json!([{"name": "broker-a", "readQueues": 4, "writeQueues": 4, "permission": "WriteOnly"}]),
+        ),
     ];
     let clusters = [
         None,
         Some(json!({"name": "DefaultCluster", "readQueues": 4, "writeQueues": 4})),
         Some(json!({"name": "DefaultCluster", "readQueues": 2, "writeQueues": 4})),
+        Some(
+            json!({"name": "DefaultCluster", "readQueues": 4, "writeQueues": 4, "permission": "WriteOnly"}),
+        ),
     ];
     let mut accepted = 0;
     let mut unsafe_refused = 0;
@@ -340,8 +346,8 @@ fn topic_cel_and_the_controller_agree_on_manage() {
         }
     }
     // Observe or absent: brokers (any counts: only compared) without brokerCluster, with no
-    // timeout: 2 syncs x 3 brokers. Manage: safe brokers xor safe cluster, any timeout: 2 x 2.
-    assert_eq!(accepted, 6 + 4);
+    // timeout: 2 syncs x 4 brokers. Manage: safe brokers xor safe cluster, any timeout: 2 x 2.
+    assert_eq!(accepted, 8 + 4);
     assert!(unsafe_refused > 0);
 }
 

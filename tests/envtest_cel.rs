@@ -191,14 +191,24 @@ fn topic_cel_rejections() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             json!({"nameServers": ["ns:9876"], "sync": "Manage",
                    "brokers": [{"name": "a", "readQueues": 2, "writeQueues": 4}]}),
             vec![
-                "with sync Manage every broker needs readQueues >= writeQueues (UnsafeQueueCounts)",
+                "with sync Manage every broker needs readQueues >= writeQueues and a readable permission if writable (UnsafeQueueCounts)",
+            ],
+        ),
+        (
+            "topic-manage-write-only",
+            json!({"nameServers": ["ns:9876"], "sync": "Manage",
+                   "brokers": [{"name": "a", "readQueues": 4, "writeQueues": 4, "permission": "WriteOnly"}]}),
+            vec![
+                "with sync Manage every broker needs readQueues >= writeQueues and a readable permission if writable (UnsafeQueueCounts)",
             ],
         ),
         (
             "topic-cluster-read-below-write",
             json!({"nameServers": ["ns:9876"], "sync": "Manage",
                    "brokerCluster": {"name": "c", "readQueues": 2, "writeQueues": 4}}),
-            vec!["brokerCluster needs readQueues >= writeQueues (UnsafeQueueCounts)"],
+            vec![
+                "brokerCluster needs readQueues >= writeQueues and a readable permission if writable (UnsafeQueueCounts)",
+            ],
         ),
         (
             "topic-cluster-with-observe",

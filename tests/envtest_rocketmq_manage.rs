@@ -495,3 +495,63 @@ async fn a_shrink_proceeds_after_the_drain_timeout() {
     );
     op.assert_clean();
 }
+
+#[tokio::test]
+async fn losing_readability_goes_read_only_first_and_waits_for_the_drain() {
+    let test = "losing_readability_goes_read_only_first_and_waits_for_the_drain";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    let Some(env) = Env::new("rocketmq-manage-deny").await else {
+        return;
+    };
+    let ns = mq.namesrv_addr();
+    let broker = mq.broker_addr().to_string();
+    let topic = format!("Deny_{}", random_suffix(6));
+    let group = format!("reader-{}", random_suffix(6));
+    let op = operator(&env).await;
+    let spec = |permission: &str| json!({"brokers": [{"name": "broker-a", "readQueues": 2, "writeQueues": 2, "permission": permission}]});
+    env.apply::<Topic>(managed("orders", &topic, &ns, spec("ReadWrite")))
+        .await;
+    wait_synced(&env, "orders", "True", "InSync").await;
+    env.pods(&group, 1).await;
+    env.group(
+        &group,
+        json!({"topics": ["orders"], "consumers": {"selector": {"matchLabels": {"app": group}}}}),
+    )
+    .await;
+    let client = connect(&broker).await;
+    heartbeat(&client, &group, &topic).await;
+    send(&client, &topic, 1).await;
+
+    env.apply::<Topic>(managed("orders", &topic, &ns, spec("Deny")))
+        .await;
+    let perm = |want: Permission| {
+        let ns = ns.clone();
+        let topic = topic.clone();
+        async move {
+            eventually(&format!("broker-a to be {want:?}"), || async {
+                let r = route(&ns, &topic).await?;
+                match counts(&r, "broker-a") {
+                    Some((2, 2, p)) if p == want => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+    // Writes stop first; reads stay while queue 1 holds an un-consumed message.
+    perm(Permission::ReadOnly).await;
+    let message = wait_synced(&env, "orders", "False", "Draining").await;
+    assert!(
+        message.contains("broker-a: read queues 0-1 wait to be drained")
+            && message.contains(&format!("{group}: queues 1 behind")),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(SYNC_PERIOD * 2)).await;
+    perm(Permission::ReadOnly).await;
+    commit(&client, &group, &topic, 1, 1).await;
+    perm(Permission::Deny).await;
+    wait_synced(&env, "orders", "True", "InSync").await;
+    op.assert_clean();
+}

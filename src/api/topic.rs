@@ -39,7 +39,7 @@ pub const NAME_SERVER_PATTERN: &str =
     validation = Rule::new("!has(self.brokerCluster) || (has(self.sync) && self.sync == 'Manage')").message("brokerCluster is only allowed with sync Manage"),
     validation = Rule::new("!has(self.brokerCluster) || !has(self.brokers)").message("brokers and brokerCluster are mutually exclusive"),
     validation = Rule::new("!has(self.drainTimeoutSeconds) || (has(self.sync) && self.sync == 'Manage')").message("drainTimeoutSeconds is only allowed with sync Manage"),
-    validation = Rule::new("!has(self.sync) || self.sync != 'Manage' || !has(self.brokers) || self.brokers.all(b, b.readQueues >= b.writeQueues)").message("with sync Manage every broker needs readQueues >= writeQueues (UnsafeQueueCounts)")
+    validation = Rule::new("!has(self.sync) || self.sync != 'Manage' || !has(self.brokers) || self.brokers.all(b, b.readQueues >= b.writeQueues && (!has(b.permission) || b.permission != 'WriteOnly'))").message("with sync Manage every broker needs readQueues >= writeQueues and a readable permission if writable (UnsafeQueueCounts)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {
@@ -86,7 +86,7 @@ pub struct TopicSpec {
 /// The queue counts and permission of a topic on every broker of one cluster (`sync: Manage`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(
-    validation = Rule::new("self.readQueues >= self.writeQueues").message("brokerCluster needs readQueues >= writeQueues (UnsafeQueueCounts)")
+    validation = Rule::new("self.readQueues >= self.writeQueues && (!has(self.permission) || self.permission != 'WriteOnly')").message("brokerCluster needs readQueues >= writeQueues and a readable permission if writable (UnsafeQueueCounts)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerClusterSpec {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::{
     ConsumerGroupSpec, InnerStrategyName, MAX_BROKERS, MAX_NAME_SERVERS, MAX_QUEUES_PER_BROKER,
-    MAX_TOPICS, StrategyName, SyncMode, TopicSpec,
+    MAX_TOPICS, Permission, StrategyName, SyncMode, TopicSpec,
 };
 use crate::assign::ranges::parse_ranges;
 
@@ -49,28 +49,31 @@ pub fn unsafe_queue_counts(spec: &TopicSpec) -> Vec<Violation> {
         return out;
     }
     for (i, b) in spec.brokers().iter().enumerate() {
-        if b.read_queues < b.write_queues {
+        if let Some(problem) = unsafe_counts(b.read_queues, b.write_queues, b.permission) {
             out.push(violation(
                 format!("spec.brokers[{i}]"),
-                format!(
-                    "{}: readQueues {} < writeQueues {}",
-                    b.name, b.read_queues, b.write_queues
-                ),
+                format!("{}: {problem}", b.name),
             ));
         }
     }
     if let Some(c) = &spec.broker_cluster
-        && c.read_queues < c.write_queues
+        && let Some(problem) = unsafe_counts(c.read_queues, c.write_queues, c.permission)
     {
-        out.push(violation(
-            "spec.brokerCluster",
-            format!(
-                "readQueues {} < writeQueues {}",
-                c.read_queues, c.write_queues
-            ),
-        ));
+        out.push(violation("spec.brokerCluster", problem));
     }
     out
+}
+
+/// Why these counts and permission would leave writable queues nobody reads, if they would:
+/// `readQueues < writeQueues`, or `WriteOnly` (nothing readable).
+fn unsafe_counts(read: u32, write: u32, permission: Permission) -> Option<String> {
+    if read < write {
+        Some(format!("readQueues {read} < writeQueues {write}"))
+    } else if permission == Permission::WriteOnly {
+        Some("WriteOnly: writable queues nobody reads".to_string())
+    } else {
+        None
+    }
 }
 
 /// Every rule a `Topic` spec breaks except [`unsafe_queue_counts`], in field order.

@@ -55,8 +55,8 @@ pub fn refusal(spec: &TopicSpec) -> Option<TopicCondition> {
     Some(synced_false(
         UNSAFE_QUEUE_COUNTS,
         format!(
-            "refused, nothing written to RocketMQ: a broker with readQueues < writeQueues \
-             would take messages no consumer reads: {}",
+            "refused, nothing written to RocketMQ: a broker with fewer readable than writable \
+             queues would take messages no consumer reads: {}",
             unsafe_counts
                 .iter()
                 .map(|v| v.message.clone())
@@ -130,7 +130,11 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
                         drain_blockers(&name, &then.broker, from, to, &stats)
                     }
                 };
-                let queues = format!("{}: read queues {from}-{}", then.broker, to - 1);
+                let queues = if to - from == 1 {
+                    format!("{}: read queue {from}", then.broker)
+                } else {
+                    format!("{}: read queues {from}-{}", then.broker, to - 1)
+                };
                 if blockers.is_empty() {
                     writes.push(then);
                     continue;
@@ -148,8 +152,7 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
                     writes.push(then);
                 } else {
                     waiting.push(format!(
-                        "{queues} wait to be drained (write queues already {}): {}",
-                        then.write,
+                        "{queues} wait to be drained (writes already stopped there): {}",
                         blockers.join("; ")
                     ));
                 }
@@ -308,8 +311,8 @@ mod tests {
         assert_eq!((c.status, c.reason), (false, UNSAFE_QUEUE_COUNTS));
         assert_eq!(
             c.message,
-            "refused, nothing written to RocketMQ: a broker with readQueues < writeQueues would \
-             take messages no consumer reads: broker-b: readQueues 2 < writeQueues 4"
+            "refused, nothing written to RocketMQ: a broker with fewer readable than writable \
+             queues would take messages no consumer reads: broker-b: readQueues 2 < writeQueues 4"
         );
         // Observe only compares: no refusal.
         spec.sync = Some(SyncMode::Observe);

@@ -114,6 +114,11 @@ pub enum Step {
 /// The next step of one broker from what the route shows (`None`: the broker does not hold the
 /// topic yet). A valid target (read >= write) never leaves read < write on the broker: the
 /// write-first step keeps the current read queues, which are more than the target's.
+///
+/// Queues stop being read when the read count shrinks and also when the permission stops being
+/// readable (to `Deny`): both count as removing read queues, so both go write-first (the
+/// intermediate write keeps the current read queues and a readable permission) and wait for the
+/// drain.
 pub fn step(target: &Target, observed: Option<&ObservedBroker>) -> Step {
     let Some(o) = observed else {
         return Step::Write(target.clone());
@@ -123,16 +128,32 @@ pub fn step(target: &Target, observed: Option<&ObservedBroker>) -> Step {
     {
         return Step::InSync;
     }
-    if target.read < o.read_queues {
-        if (o.write_queues, o.permission) != (target.write, target.permission) {
+    let read_now = if o.permission.readable() {
+        o.read_queues
+    } else {
+        0
+    };
+    let read_then = if target.permission.readable() {
+        target.read
+    } else {
+        0
+    };
+    if read_then < read_now {
+        // Still readable until drained: writes stop (or shrink) first.
+        let permission = match target.permission {
+            Permission::ReadWrite | Permission::WriteOnly => Permission::ReadWrite,
+            Permission::ReadOnly | Permission::Deny => Permission::ReadOnly,
+        };
+        if (o.write_queues, o.permission) != (target.write, permission) {
             return Step::Write(Target {
                 read: o.read_queues,
+                permission,
                 ..target.clone()
             });
         }
         return Step::Drain {
-            from: target.read,
-            to: o.read_queues,
+            from: read_then,
+            to: read_now,
             then: target.clone(),
         };
     }
@@ -238,6 +259,30 @@ mod tests {
             step(&t, Some(&seen(8, 8, ReadWrite))),
             Step::Write(t.clone())
         );
+    }
+
+    #[test]
+    fn losing_readability_drains_first() {
+        let t = target(4, 4, Deny);
+        let first = step(&t, Some(&seen(4, 4, ReadWrite)));
+        assert_eq!(first, Step::Write(target(4, 4, ReadOnly)));
+        assert_eq!(
+            step(&t, Some(&seen(4, 4, ReadOnly))),
+            Step::Drain {
+                from: 0,
+                to: 4,
+                then: t.clone()
+            }
+        );
+        // ReadWrite to ReadOnly removes no read queue: one write.
+        let t = target(4, 4, ReadOnly);
+        assert_eq!(
+            step(&t, Some(&seen(4, 4, ReadWrite))),
+            Step::Write(t.clone())
+        );
+        // Readable again from Deny: one write.
+        let t = target(4, 4, ReadWrite);
+        assert_eq!(step(&t, Some(&seen(4, 4, Deny))), Step::Write(t.clone()));
     }
 
     #[test]
