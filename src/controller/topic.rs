@@ -6,8 +6,9 @@
 //! layer ([`topic_sync`]) turns the answer into `status.observed` and the `Synced` and `Drifted`
 //! conditions. Nothing is written when nothing changed: an unchanged route costs one request to
 //! a NameServer and no write (its freshness is the metric
-//! `rebalancer_topic_last_sync_timestamp_seconds`). A Topic without `nameServers` is static:
-//! exactly the status of its spec, and no requeue.
+//! `rebalancer_topic_last_sync_timestamp_seconds`). With `sync: Manage`, [`super::topic_manage`]
+//! then makes the brokers hold the spec (and decides `Synced`). A Topic without `nameServers` is
+//! static: exactly the status of its spec, and no requeue.
 
 use std::sync::Arc;
 use std::time::Duration;
