@@ -7,7 +7,7 @@ pub mod topic_status;
 mod warning;
 
 pub use input::{consumer_strategy, previous_owners, topic_input};
-pub use output::{allocation_from, plan_from};
+pub use output::{allocation_from, empty_allocation, owned_queue_count, plan_from};
 pub use topic_status::{TopicCondition, topic_status};
 pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
 
