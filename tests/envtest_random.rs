@@ -221,7 +221,7 @@ impl Broken {
     fn reason(self) -> &'static str {
         match self {
             Broken::MissingTopic => "TopicNotFound",
-            Broken::BadOperator | Broken::InWithoutValues => "InvalidSpec",
+            Broken::BadOperator | Broken::InWithoutValues => "InvalidSelector",
         }
     }
 }
