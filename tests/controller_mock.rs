@@ -143,6 +143,8 @@ impl World {
             statefulsets: store([]),
             replicasets: store([]),
             index: Arc::new(index),
+            // Every cache above is listed.
+            synced: tokio::sync::watch::channel(true).1,
         })
     }
 }
@@ -1135,7 +1137,15 @@ async fn unchanged_empty_group_writes_nothing() {
     assert_eq!(status["queues"], 8);
     assert_eq!(status["desiredReplicas"], 0);
     assert_eq!(status["assignments"], json!([]));
-    assert_eq!(status["warnings"], json!(["no ready consumer pods"]));
+    assert_eq!(
+        status["warnings"],
+        json!(["no ready consumer pods", "8 queues assigned to no consumer"])
+    );
+    // Every readable queue is accounted for: owned by nobody, listed as unassigned.
+    assert_eq!(
+        status["unassignedQueues"],
+        json!([{"topic": "orders", "broker": "broker-a", "queueIds": "0-7"}])
+    );
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(condition(&status, "IdleConsumers")["status"], "False");
 

@@ -49,7 +49,15 @@ fn setup(
         writer.apply_watcher_event(&watcher::Event::InitApply(g));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    (Arc::new(SweepContext { ctx, groups }), handle)
+    let synced = tokio::sync::watch::channel(true).1;
+    (
+        Arc::new(SweepContext {
+            ctx,
+            groups,
+            synced,
+        }),
+        handle,
+    )
 }
 
 #[tokio::test]

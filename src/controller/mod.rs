@@ -120,11 +120,20 @@ impl Caches {
     }
 }
 
-/// Sets `ready` once every cache of every scope has synced. Gives up (stays unready) when a
-/// controller stops before its first full list, which happens only on shutdown.
-async fn mark_ready_when_synced(caches: Vec<Caches>, ready: Arc<AtomicBool>) {
-    for cache in &caches {
-        if cache.wait_until_ready().await.is_err() {
+/// Raises a scope's sync flag once every one of its caches holds its first full list. The only
+/// task that waits on the stores themselves: a kube store wakes only one waiting task, so every
+/// other waiter (reconciles, readiness) waits on the flag.
+async fn raise_when_synced(caches: Caches, flag: &signal::Sender<bool>) {
+    if caches.wait_until_ready().await.is_ok() {
+        let _ = flag.send(true);
+    }
+}
+
+/// Sets `ready` once every scope has synced. Gives up (stays unready) when a scope stops before
+/// its first full list, which happens only on shutdown.
+async fn mark_ready_when_synced(scopes: Vec<signal::Receiver<bool>>, ready: Arc<AtomicBool>) {
+    for flag in scopes {
+        if !scope::wait_synced(flag).await {
             return;
         }
     }
@@ -172,6 +181,7 @@ fn group_controller(
     ns: Option<&str>,
     settings: &Settings,
     gained: signal::Receiver<u64>,
+    synced: signal::Receiver<bool>,
 ) -> (Arc<Scope>, impl Future<Output = ()> + Send + use<>) {
     let index = Arc::new(index::GroupIndex::default());
     let (groups, group_events) = watch::reflect(
@@ -219,6 +229,7 @@ fn group_controller(
         statefulsets,
         replicasets,
         index: index.clone(),
+        synced,
     });
     let workload_trigger = |kind: &'static str| {
         let index = index.clone();
@@ -320,6 +331,8 @@ fn sweep_controller(
     client: &Client,
     ctx: Arc<Context>,
     ns: Option<&str>,
+    synced: signal::Receiver<bool>,
+    gained: signal::Receiver<u64>,
 ) -> (
     Store<Pod>,
     Store<ConsumerGroup>,
@@ -342,12 +355,15 @@ fn sweep_controller(
     let sweep_ctx = Arc::new(sweep::SweepContext {
         ctx,
         groups: groups.clone(),
+        synced,
     });
     let sweep_loop = Controller::for_stream(watch::log_errors(pod_events, "Pod"), labelled.clone())
         .watches_stream(
             watch::log_errors(group_events, "ConsumerGroup"),
             move |g: ConsumerGroup| sweep::pods_of_group(&members, &g),
         )
+        // A new leader sweeps at once what a follower only looked at.
+        .reconcile_all_on(leadership_gained(gained))
         .shutdown_on_signal()
         .run(
             sweep::reconcile,
@@ -368,9 +384,19 @@ fn run_scope(
     namespace: Option<&str>,
     settings: &Settings,
     gained: &signal::Receiver<u64>,
-) -> (Caches, impl Future<Output = ()> + Send + use<>) {
-    let (scope, group_loop) =
-        group_controller(client, ctx.clone(), namespace, settings, gained.clone());
+) -> (
+    signal::Receiver<bool>,
+    impl Future<Output = ()> + Send + use<>,
+) {
+    let (synced_tx, synced) = signal::channel(false);
+    let (scope, group_loop) = group_controller(
+        client,
+        ctx.clone(),
+        namespace,
+        settings,
+        gained.clone(),
+        synced.clone(),
+    );
     let (tracked_topics, topic_loop) = topic_controller(
         client,
         ctx.clone(),
@@ -378,8 +404,13 @@ fn run_scope(
         settings.concurrency,
         gained.clone(),
     );
-    let (labelled_pods, swept_groups, sweep_loop) =
-        sweep_controller(client, ctx.clone(), namespace);
+    let (labelled_pods, swept_groups, sweep_loop) = sweep_controller(
+        client,
+        ctx.clone(),
+        namespace,
+        synced.clone(),
+        gained.clone(),
+    );
     let mut caches = Caches::default();
     caches.add(scope.groups.clone());
     caches.add(scope.topics.clone());
@@ -391,9 +422,11 @@ fn run_scope(
     caches.add(labelled_pods);
     caches.add(swept_groups);
     let loops = async move {
-        tokio::join!(group_loop, topic_loop, sweep_loop);
+        // The sender lives as long as the loops, so the flag never reads "gone" while they run.
+        let raise = raise_when_synced(caches, &synced_tx);
+        tokio::join!(group_loop, topic_loop, sweep_loop, raise);
     };
-    (caches, loops)
+    (synced, loops)
 }
 
 /// A stream that yields each time leadership is gained.
@@ -512,8 +545,17 @@ mod tests {
         a.add(groups_a);
         a.add(pods_a);
         b.add(groups_b);
+        let ((flag_a, synced_a), (flag_b, synced_b)) =
+            (signal::channel(false), signal::channel(false));
         let ready = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(mark_ready_when_synced(vec![a, b], ready.clone()));
+        let task = tokio::spawn(mark_ready_when_synced(
+            vec![synced_a, synced_b],
+            ready.clone(),
+        ));
+        let raising = tokio::spawn(async move {
+            tokio::join!(raise_when_synced(a, &flag_a), raise_when_synced(b, &flag_b));
+            (flag_a, flag_b)
+        });
         wa.apply_watcher_event(&watcher::Event::InitDone);
         wb.apply_watcher_event(&watcher::Event::InitDone);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -524,21 +566,46 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(ready.load(Ordering::SeqCst));
+        drop(raising);
     }
 
     #[tokio::test]
-    async fn a_controller_stopped_before_syncing_leaves_the_operator_unready() {
+    async fn a_scope_stopped_before_syncing_leaves_the_operator_unready() {
         let (groups, writer) = reflector::store::<ConsumerGroup>();
         let mut caches = Caches::default();
         caches.add(groups);
+        let (flag, synced) = signal::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
         drop(writer);
+        raise_when_synced(caches, &flag).await;
+        drop(flag);
         tokio::time::timeout(
             Duration::from_secs(5),
-            mark_ready_when_synced(vec![caches], ready.clone()),
+            mark_ready_when_synced(vec![synced], ready.clone()),
         )
         .await
         .unwrap();
         assert!(!ready.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn many_tasks_waiting_for_a_scope_all_wake() {
+        // A kube store wakes one waiter only; the scope's flag must wake every one.
+        let (groups, mut writer) = reflector::store::<ConsumerGroup>();
+        let mut caches = Caches::default();
+        caches.add(groups);
+        let (flag, synced) = signal::channel(false);
+        let waiters: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(scope::wait_synced(synced.clone())))
+            .collect();
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        raise_when_synced(caches, &flag).await;
+        for waiter in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("every waiter wakes")
+                .unwrap();
+            assert!(woke);
+        }
     }
 }

@@ -37,21 +37,24 @@ pub struct Scope {
     pub replicasets: Store<ReplicaSet>,
     /// Events → groups.
     pub index: Arc<GroupIndex>,
+    /// True once every cache of the scope has its first full list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Scope {
     /// Waits until every cache of the scope holds its first full list. kube's controller waits
     /// only for the groups' own cache; a group decided before the pods or Topics are listed would
     /// see no consumers or a missing topic, and write that (measured at 1,000 groups: up to 283
-    /// groups written with 0 consumers, some stuck until the resync).
-    pub async fn synced(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
-        self.groups.wait_until_ready().await?;
-        self.topics.wait_until_ready().await?;
-        self.pods.wait_until_ready().await?;
-        self.deployments.wait_until_ready().await?;
-        self.statefulsets.wait_until_ready().await?;
-        self.replicasets.wait_until_ready().await
+    /// groups written with 0 consumers, some stuck until the resync). Waits on the scope's sync
+    /// flag, not on the stores: a kube store wakes only one of the tasks waiting for it.
+    pub async fn synced(&self) -> bool {
+        wait_synced(self.synced.clone()).await
     }
+}
+
+/// Waits until the flag is true; false when its sender is gone first (shutdown).
+pub async fn wait_synced(mut flag: tokio::sync::watch::Receiver<bool>) -> bool {
+    flag.wait_for(|synced| *synced).await.is_ok()
 }
 
 /// Zones of nodes, from a node cache started the first time a zone-aware group needs it (most

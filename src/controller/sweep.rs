@@ -22,8 +22,10 @@ use crate::api::ConsumerGroup;
 pub struct SweepContext {
     /// Shared context.
     pub ctx: Arc<Context>,
-    /// The group controller's cache.
+    /// The sweep's own cache of the groups.
     pub groups: Store<ConsumerGroup>,
+    /// True once every cache of the scope has its first full list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The group a pod is labelled for, when that group does not exist.
@@ -52,7 +54,8 @@ pub async fn reconcile(pod: Arc<Pod>, sweep: Arc<SweepContext>) -> Result<Action
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
     // An empty cache at start-up would make every group look deleted.
-    if sweep.groups.wait_until_ready().await.is_err() {
+    // (Not `Store::wait_until_ready`: a kube store wakes only one of the tasks waiting for it.)
+    if !super::scope::wait_synced(sweep.synced.clone()).await {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     // A pod on its way out is not worth a patch (and would often answer 404).

@@ -77,24 +77,7 @@ pub fn plan_from(assignment: &Assignment, topics: &[TopicInput]) -> Plan {
     }
     warnings.extend(assignment.notes.iter().cloned().map(PlanWarning::from));
 
-    let producers = sorted_topics
-        .iter()
-        .map(|t| {
-            let rotation = send_rotation(t);
-            ProducerRoute {
-                topic: t.name.clone(),
-                write_queues: rotation.iter().map(|s| s.write_queues).sum(),
-                brokers: rotation
-                    .into_iter()
-                    .map(|s| ProducerBrokerShare {
-                        broker: s.broker,
-                        queue_ids: format_ranges(&[(0, s.write_queues - 1)]),
-                        share: format_share(s.share),
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
+    let producers = producer_routes(&sorted_topics);
 
     let allocation = Allocation {
         consumers: consumers as u32,
@@ -114,4 +97,76 @@ pub fn plan_from(assignment: &Assignment, topics: &[TopicInput]) -> Plan {
         allocation,
         warnings,
     }
+}
+
+/// The allocation of a Clustering group with no consumer yet: every readable queue unassigned
+/// (the engine refuses an empty group, as RocketMQ does; for the status it is simply empty).
+pub fn empty_allocation(topics: &[TopicInput], moved_queues: u64) -> Allocation {
+    let mut sorted_topics: Vec<&TopicInput> = topics.iter().collect();
+    sorted_topics.sort_by(|a, b| crate::assign::java_order::java_cmp(&a.name, &b.name));
+    let mut unassigned = Vec::new();
+    for t in &sorted_topics {
+        let mut brokers: Vec<_> = t.brokers.iter().collect();
+        brokers.sort_by(|a, b| crate::assign::java_order::java_cmp(&a.name, &b.name));
+        for b in brokers {
+            let n = b.readable_queues();
+            if n > 0 {
+                unassigned.push(QueueRange {
+                    topic: t.name.clone(),
+                    broker: b.name.clone(),
+                    queue_ids: format_ranges(&[(0, n - 1)]),
+                });
+            }
+        }
+    }
+    let queues: u32 = topics.iter().map(|t| t.readable_queues() as u32).sum();
+    let mut warnings = vec!["no ready consumer pods".to_string()];
+    if queues > 0 {
+        warnings.push(
+            PlanWarning::UnassignedQueues {
+                count: queues.into(),
+            }
+            .to_string(),
+        );
+    }
+    Allocation {
+        queues,
+        unassigned_queues: unassigned,
+        moved_queues,
+        warnings,
+        producers: producer_routes(&sorted_topics),
+        ..Allocation::default()
+    }
+}
+
+/// Queues owned by some consumer in an allocation (what an emptied group releases).
+pub fn owned_queue_count(allocation: &Allocation) -> u64 {
+    allocation
+        .assignments
+        .iter()
+        .flat_map(|a| &a.queues)
+        .filter_map(|q| crate::assign::ranges::parse_ranges(&q.queue_ids).ok())
+        .map(|r| crate::assign::ranges::count_ids(&r))
+        .sum()
+}
+
+fn producer_routes(sorted_topics: &[&TopicInput]) -> Vec<ProducerRoute> {
+    sorted_topics
+        .iter()
+        .map(|t| {
+            let rotation = send_rotation(t);
+            ProducerRoute {
+                topic: t.name.clone(),
+                write_queues: rotation.iter().map(|s| s.write_queues).sum(),
+                brokers: rotation
+                    .into_iter()
+                    .map(|s| ProducerBrokerShare {
+                        broker: s.broker,
+                        queue_ids: format_ranges(&[(0, s.write_queues - 1)]),
+                        share: format_share(s.share),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }

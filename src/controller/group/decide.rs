@@ -121,7 +121,9 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     let previous = previous_allocation(&current, &snapshot.labelled, &group.name_any());
     let planned = if consumers.is_empty() && group.spec.message_model == MessageModel::Clustering {
         // Nobody to assign to (yet): not an error, the group is simply empty.
-        Ok(empty_allocation(&topics))
+        let inputs: Vec<_> = topics.iter().map(|t| crate::plan::topic_input(t)).collect();
+        let released = previous.as_ref().map_or(0, crate::plan::owned_queue_count);
+        Ok(crate::plan::empty_allocation(&inputs, released))
     } else {
         plan_group(
             &group.spec,
@@ -349,15 +351,6 @@ fn max_useful_replicas(group: &ConsumerGroup, per_topic: &[(String, u64)]) -> Op
         .iter()
         .map(|(_, q)| u32::try_from(*q).unwrap_or(u32::MAX))
         .min()
-}
-
-/// An allocation with no consumers: every queue unassigned, counts filled in.
-fn empty_allocation(topics: &[&Topic]) -> Allocation {
-    Allocation {
-        queues: readable_queues(topics).iter().map(|(_, q)| *q as u32).sum(),
-        warnings: vec!["no ready consumer pods".into()],
-        ..Allocation::default()
-    }
 }
 
 /// The allocation in force: the status, or, when the status had to leave `assignments` out,

@@ -56,7 +56,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
         // Followers keep their caches warm but never write; leadership re-triggers every group.
         return Ok(Action::await_change());
     }
-    if scope.synced().await.is_err() {
+    if !scope.synced().await {
         // A cache's writer is gone: the operator is shutting down.
         return Ok(Action::await_change());
     }
