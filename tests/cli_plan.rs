@@ -392,8 +392,8 @@ fn a_topic_with_only_name_servers_needs_its_observed_layout() {
         text.contains("topic orders has no layout yet: it is read from its NameServers"),
         "{text}"
     );
-    // `sync: Manage` is not a mode (yet).
-    let manage = format!("{topic}  sync: Manage\n");
+    // `sync: Manage` without a desired layout is refused, naming what is missing.
+    let manage = format!("{topic}  sync: Manage\n---\n{}", group("Averagely"));
     let f = file(&manage);
     let out = plan(&["-f", f.path().to_str().unwrap(), "--replicas", "2"])
         .failure()
@@ -402,7 +402,7 @@ fn a_topic_with_only_name_servers_needs_its_observed_layout() {
         .clone();
     let text = String::from_utf8(out).unwrap();
     assert!(
-        text.contains("spec.sync: unknown variant `Manage`"),
+        text.contains("spec.sync: Manage requires spec.brokers or spec.brokerCluster"),
         "{text}"
     );
 }
