@@ -18,7 +18,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use rebalancer::api::{ConsumerGroup, QueueRange, Topic};
-use rebalancer::assign::ranges::parse_ranges;
 use rebalancer::controller::consumers::ANNOTATION_BUDGET;
 use rebalancer::controller::context::STATUS_BUDGET_BYTES;
 use serde_json::{Value, json};
@@ -58,27 +57,13 @@ fn qr(topic: &str, broker: &str, ids: &str) -> QueueRange {
 }
 
 /// One queue: (topic, broker, id).
-type Queue = (String, String, u32);
+type Queue = support::queues::QueueId;
 
 fn expand(ranges: &[QueueRange]) -> BTreeSet<Queue> {
-    let mut out = BTreeSet::new();
-    for r in ranges {
-        let ids = parse_ranges(&r.queue_ids).unwrap_or_else(|e| panic!("{r:?}: {e}"));
-        for (start, end) in ids {
-            for id in start..=end {
-                out.insert((r.topic.clone(), r.broker.clone(), id));
-            }
-        }
-    }
-    out
+    support::queues::expand(ranges).unwrap_or_else(|e| panic!("{ranges:?}: {e}"))
 }
 
-fn all_queues(topic: &str, brokers: &[(&str, u32)]) -> BTreeSet<Queue> {
-    brokers
-        .iter()
-        .flat_map(|(b, n)| (0..*n).map(move |id| (topic.to_string(), b.to_string(), id)))
-        .collect()
-}
+use support::queues::{all_queues, status_json};
 
 /// The status's assignments, consumer -> queues.
 fn assignments(group: &ConsumerGroup) -> BTreeMap<String, Vec<QueueRange>> {
@@ -98,10 +83,6 @@ fn expanded(group: &ConsumerGroup) -> BTreeMap<String, BTreeSet<Queue>> {
         .into_iter()
         .map(|(c, q)| (c, expand(&q)))
         .collect()
-}
-
-fn status_json(group: &ConsumerGroup) -> String {
-    serde_json::to_string(&group.status).unwrap_or_default()
 }
 
 /// The pods agree with the group's status: exactly its consumers carry the group's label, each

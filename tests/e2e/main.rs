@@ -46,6 +46,12 @@ use rebalancer::controller::consumers::is_consumer;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+// Shared with the envtest suites.
+#[path = "../support/queues.rs"]
+#[allow(dead_code)]
+mod queues;
+use queues::{QueueId, all_queues, expand, status_json};
+
 /// Pod label naming the group a pod consumes for (the operator's contract).
 const GROUP_LABEL: &str = "rebalancer.dev/consumer-group";
 /// Pod annotation holding the pod's queues as JSON (the operator's contract).
@@ -258,51 +264,6 @@ fn consumer_template(app: &str) -> Value {
     })
 }
 
-/// `(topic, broker, queue id)` of every readable queue of a topic.
-type QueueId = (String, String, u32);
-
-fn all_queues(topic: &str, brokers: &[(&str, u32)]) -> BTreeSet<QueueId> {
-    brokers
-        .iter()
-        .flat_map(|(broker, n)| (0..*n).map(move |id| (topic.to_string(), broker.to_string(), id)))
-        .collect()
-}
-
-/// Expands a range list such as `0-3,8`.
-fn expand_ids(list: &str) -> Result<Vec<u32>, String> {
-    let mut ids = Vec::new();
-    for part in list.split(',').filter(|p| !p.is_empty()) {
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<u32>()
-                .map_err(|e| format!("bad queue id {s:?} in {list:?}: {e}"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (parse(a)?, parse(b)?);
-                if a > b {
-                    return Err(format!("descending range {part:?} in {list:?}"));
-                }
-                ids.extend(a..=b);
-            }
-            None => ids.push(parse(part)?),
-        }
-    }
-    Ok(ids)
-}
-
-fn expand(ranges: &[QueueRange]) -> Result<BTreeSet<QueueId>, String> {
-    let mut out = BTreeSet::new();
-    for r in ranges {
-        for id in expand_ids(&r.queue_ids)? {
-            if !out.insert((r.topic.clone(), r.broker.clone(), id)) {
-                return Err(format!("queue {}/{}/{id} listed twice", r.topic, r.broker));
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn sorted(mut v: Vec<QueueRange>) -> Vec<QueueRange> {
     v.sort();
     v
@@ -332,10 +293,6 @@ fn settled(group: &ConsumerGroup, consumers: u32, replicas: i32) -> bool {
         && status.allocation.consumers == consumers
         && status.allocation.assignments.len() == consumers as usize
         && condition_is(group, "Ready", "True")
-}
-
-fn status_json(group: &ConsumerGroup) -> String {
-    serde_json::to_string(&group.status).unwrap_or_else(|e| format!("<{e}>"))
 }
 
 fn pod_summary(pod: &Pod) -> String {

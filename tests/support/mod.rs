@@ -7,6 +7,7 @@ pub mod chart;
 pub mod envtest;
 pub mod fixtures;
 pub mod operator;
+pub mod queues;
 pub mod rocketmq;
 
 use std::future::Future;
