@@ -8,6 +8,8 @@ pub mod topic_status;
 pub mod topic_sync;
 mod warning;
 
+/// A consumer as the plan takes it (id and zone); the operator builds these from pods.
+pub use crate::assign::ConsumerInput;
 pub use input::{
     awaits_sync, consumer_strategy, observed_layout, previous_owners, topic_input, topic_name,
 };
@@ -17,7 +19,7 @@ pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
 
 use crate::api::validation::{Violation, validate_group, validate_topic_shape};
 use crate::api::{Allocation, ConsumerGroupSpec, MessageModel, Topic};
-use crate::assign::{self, AssignError, ConsumerInput, GroupInput};
+use crate::assign::{self, AssignError, GroupInput};
 
 /// Why a group could not be planned. [`PlanError::reason`] is the Kubernetes Event / condition
 /// reason, [`PlanError::category`] the metric label.

@@ -14,10 +14,9 @@ use crate::api::validation::validate_group;
 use crate::api::{
     Allocation, ConsumerAssignment, ConsumerGroup, ConsumerGroupStatus, MessageModel, Topic,
 };
-use crate::assign::ConsumerInput;
 use crate::controller::conditions::{self, Desired};
 use crate::controller::consumers::{self, GROUP_LABEL, ZONE_LABEL, is_consumer};
-use crate::plan::{PlanError, plan_group};
+use crate::plan::{ConsumerInput, PlanError, plan_group};
 
 /// Limits of what a decision may write.
 #[derive(Debug, Clone, Copy)]
