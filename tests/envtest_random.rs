@@ -710,7 +710,35 @@ async fn expect(
                 moved: moved(&[], released),
             }
         } else {
-            failed("NoConsumers")
+            // Broadcasting with nobody: the engine gives everyone (nobody) every queue; the
+            // plan layer says what that status is (plan's command line takes no empty list).
+            let mut topics = Vec::new();
+            for t in &g.topics {
+                topics.push(
+                    cluster
+                        .api::<Topic>()
+                        .get(t)
+                        .await
+                        .expect("reading a topic"),
+                );
+            }
+            let object = cluster
+                .api::<ConsumerGroup>()
+                .get(g.name)
+                .await
+                .expect("reading the group");
+            let allocation = rebalancer::plan::plan_group(
+                &object.spec,
+                true,
+                |n| topics.iter().find(|t| t.name_any() == n),
+                &[],
+                None,
+            )
+            .map_err(|e| format!("planning an empty Broadcasting group: {e}"))?;
+            Outcome::Good {
+                moved: moved(&[], allocation.moved_queues),
+                allocation,
+            }
         }
     } else {
         let mut topics = Vec::new();
