@@ -63,6 +63,10 @@ pub struct GroupIndex {
 struct Inner {
     entries: HashMap<GroupRef, Entry>,
     by: HashMap<Key, HashSet<GroupRef>>,
+    /// Groups seen since the current (re-)list began.
+    listed: HashSet<GroupRef>,
+    /// A (re-)list is under way.
+    listing: bool,
 }
 
 impl Inner {
@@ -222,6 +226,9 @@ impl GroupIndex {
             ),
         };
         spec.extend(workload);
+        if inner.listing {
+            inner.listed.insert(key.clone());
+        }
         inner.unlink(&key);
         inner.entries.insert(
             key.clone(),
@@ -275,6 +282,36 @@ impl GroupIndex {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.unlink(&key);
         inner.entries.remove(&key);
+    }
+
+    /// Follows a group watch: every listed or changed group is indexed, a deleted one forgotten,
+    /// and at the end of a (re-)list the groups that were not in it are forgotten too.
+    pub fn observe(&self, event: &kube::runtime::watcher::Event<ConsumerGroup>) {
+        use kube::runtime::watcher::Event;
+        match event {
+            Event::Apply(g) | Event::InitApply(g) => self.upsert(g),
+            Event::Delete(g) => self.remove(g),
+            Event::Init => {
+                let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+                inner.listed.clear();
+                inner.listing = true;
+            }
+            Event::InitDone => {
+                let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+                let gone: Vec<GroupRef> = inner
+                    .entries
+                    .keys()
+                    .filter(|k| !inner.listed.contains(*k))
+                    .cloned()
+                    .collect();
+                for group in gone {
+                    inner.unlink(&group);
+                    inner.entries.remove(&group);
+                }
+                inner.listed.clear();
+                inner.listing = false;
+            }
+        }
     }
 
     /// Groups subscribed to Topic `name` of `ns`.
@@ -455,6 +492,30 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(index.len(), 3);
+    }
+
+    #[test]
+    fn a_watch_indexes_listed_groups_and_a_relist_forgets_the_gone() {
+        use kube::runtime::watcher::Event;
+        let index = GroupIndex::default();
+        let selector = json!({"selector": {"matchLabels": {"app": "x"}}});
+        let a = group("n", "a", &["t"], selector.clone());
+        let b = group("n", "b", &["t"], selector);
+        // A (re-)list: the store still holds the previous list while its objects arrive.
+        index.observe(&Event::Init);
+        index.observe(&Event::InitApply(a.clone()));
+        index.observe(&Event::InitApply(b.clone()));
+        index.observe(&Event::InitDone);
+        assert_eq!(names(index.groups_of_topic("n", "t")), ["a", "b"]);
+        // b was deleted while the watch was down: the next list no longer has it.
+        index.observe(&Event::Init);
+        index.observe(&Event::InitApply(a.clone()));
+        index.observe(&Event::InitDone);
+        assert_eq!(names(index.groups_of_topic("n", "t")), ["a"]);
+        index.observe(&Event::Delete(a));
+        assert!(index.is_empty());
+        index.observe(&Event::Apply(b));
+        assert_eq!(names(index.groups_of_topic("n", "t")), ["b"]);
     }
 
     #[test]

@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::WriterDropped;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch as signal;
 
@@ -184,20 +184,16 @@ fn group_controller(
     synced: signal::Receiver<bool>,
 ) -> (Arc<Scope>, impl Future<Output = ()> + Send + use<>) {
     let index = Arc::new(index::GroupIndex::default());
-    let (groups, group_events) = watch::reflect(
+    // The index follows every group's spec before the group's own reconcile runs. (Not by
+    // looking a group up in the store: during a list the store still holds the previous list,
+    // so a listed group looked deleted and a new leader never heard of its Topics' changes.)
+    let indexing = index.clone();
+    let (groups, group_events) = watch::reflect_observed(
         scoped::<ConsumerGroup>(client, ns),
         watch::config(),
         watch::trim_meta,
+        move |event| indexing.observe(event),
     );
-    // The index follows every group's spec before the group's own reconcile runs.
-    let (seen, indexing) = (groups.clone(), index.clone());
-    let group_events = group_events.inspect_ok(move |g| {
-        if seen.get(&ObjectRef::from_obj(g)).is_some() {
-            indexing.upsert(g);
-        } else {
-            indexing.remove(g);
-        }
-    });
     let (topics, topic_events) = watch::reflect(
         scoped::<Topic>(client, ns),
         watch::config(),

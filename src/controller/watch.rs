@@ -68,6 +68,25 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    reflect_observed(api, config, trim, |_| {})
+}
+
+/// [`reflect`], calling `observe` with every event once the store has applied it (a list's
+/// objects arrive as `InitApply` events while the store still holds the previous list; the store
+/// swaps at `InitDone`).
+pub fn reflect_observed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
@@ -75,6 +94,11 @@ where
             .modify(trim)
             .backoff(QuickBackoff::default()),
     )
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            observe(event);
+        }
+    })
     .touched_objects();
     (reader, stream)
 }
