@@ -120,7 +120,7 @@ fn cel_rules_compile_in_scope_and_within_budget() {
             }
         });
         match crd.spec.names.kind.as_str() {
-            "ConsumerGroup" => assert_eq!(rules, 6),
+            "ConsumerGroup" => assert_eq!(rules, 7),
             _ => assert_eq!(rules, 8),
         }
     }
@@ -164,9 +164,12 @@ fn cel_and_the_controller_agree_on_every_combination() {
         ),
     ];
     let mut accepted = 0;
-    for strategy in strategies {
+    for (strategy, ids) in strategies
+        .iter()
+        .flat_map(|s| ["Pod", "Client"].map(|ids| (s, ids)))
+    {
         for mask in 0..(1 << blocks.len()) {
-            let mut extra = json!({"strategy": strategy});
+            let mut extra = json!({"strategy": strategy, "consumerIds": ids});
             for (i, (key, value)) in blocks.iter().enumerate() {
                 if mask & (1 << i) != 0 {
                     extra[*key] = value.clone();
@@ -185,8 +188,9 @@ fn cel_and_the_controller_agree_on_every_combination() {
             accepted += usize::from(cel_ok);
         }
     }
-    // Each strategy has at least one valid form; most combinations are invalid.
-    assert!((7..40).contains(&accepted), "{accepted}");
+    // Each strategy has at least one valid form (Sticky none with Client ids); most
+    // combinations are invalid.
+    assert!((13..80).contains(&accepted), "{accepted}");
 }
 
 #[test]

@@ -155,6 +155,7 @@ const NEARBY_ONLY: &str = "nearby is only allowed with strategy MachineRoomNearb
 const BY_CONFIG: &str = "byConfig is required with strategy ByConfig and only allowed with it";
 const CONSUMERS_REQUIRED: &str = "consumers is required: set workloadRef or selector";
 const EXACTLY_ONE: &str = "exactly one of workloadRef or selector must be set";
+const STICKY_CLIENT: &str = "strategy Sticky is computed by rebalancer, not by RocketMQ clients: it cannot describe what clients do with consumerIds Client";
 const BROKERS_REQUIRED: &str = "brokers is required unless nameServers is set";
 const SYNC_ONLY: &str = "sync is only allowed with nameServers";
 
@@ -328,6 +329,11 @@ fn cel_rejections() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             vec![EXACTLY_ONE],
         ),
         (
+            "sticky-with-client-ids",
+            group(json!({"strategy": "Sticky", "consumerIds": "Client"})),
+            vec![STICKY_CLIENT],
+        ),
+        (
             "every-rule-at-once",
             group(json!({"strategy": "ByMachineRoom", "consistentHash": {},
                 "nearby": {}, "byConfig": by_config(), "consumers": null})),
@@ -367,7 +373,7 @@ async fn every_cel_rule_rejects_its_violations() {
         .flat_map(|(_, _, _, m)| m.iter().map(|m| m.to_string()))
         .collect();
     assert_eq!(rules, covered, "CEL rules of crds/ vs the rejection table");
-    assert_eq!(rules.len(), 14);
+    assert_eq!(rules.len(), 15);
 
     let mut failures = Vec::new();
     for (kind, case, spec, messages) in &cases {
@@ -551,6 +557,21 @@ fn valid_groups() -> Vec<(&'static str, Value, &'static str, Value)> {
             ),
             "/strategy",
             json!("ByConfig"),
+        ),
+        (
+            "client-ids-with-group-name",
+            group(
+                json!({"consumerIds": "Client", "groupName": "please_rename_unique_group_name_4",
+                "strategy": "AveragelyByCircle"}),
+            ),
+            "/groupName",
+            json!("please_rename_unique_group_name_4"),
+        ),
+        (
+            "consumer-ids-default",
+            group(json!({})),
+            "/consumerIds",
+            json!("Pod"),
         ),
         (
             "max-topics",

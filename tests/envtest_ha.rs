@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use support::envtest::{HARNESS_MANAGER, Server};
 use support::fixtures::{Env, condition_is, group_of, queues_of};
 use support::operator::{Launch, Operator};
+use support::proxy::{CountingProxy, Hold};
 use support::{chart, eventually, eventually_within};
 
 /// Topic `orders`, 2 brokers × 4 queues.
@@ -508,11 +509,9 @@ fn group_resource() -> ApiResource {
 }
 
 /// `/readyz` answers 200 only once the watch caches hold a full list. To hold one back
-/// deterministically, a ConsumerGroup's status carries a number the operator's types cannot read
-/// (`idle` beyond u32: the CRD declares `format: uint32` but only enforces `minimum: 0`).
-/// The start-up checks list metadata only, so they pass; the typed watch's initial list fails
-/// and retries until the object is fixed. An operator that says "ready" before its caches
-/// synced answers 200 in that window.
+/// deterministically, the operator talks to the API server through a proxy that holds its
+/// ConsumerGroup lists (not the start-up check's `limit=1` list, not watches) until released. An
+/// operator that says "ready" before its caches synced answers 200 in that window.
 #[tokio::test]
 async fn readyz_waits_until_the_watch_caches_are_synced() {
     let Some(env) = Env::new("ha-readyz-sync").await else {
@@ -521,22 +520,26 @@ async fn readyz_waits_until_the_watch_caches_are_synced() {
     env.topic("orders", &ORDERS).await;
     env.pods("c", 2).await;
     env.group("g", selector_group("c")).await;
-    let raw: Api<DynamicObject> =
-        Api::namespaced_with(env.client.clone(), &env.ns, &group_resource());
-    let idle = |o: &DynamicObject| o.data["status"]["idle"].clone();
-    let corrupt = raw
-        .patch_status(
-            "g",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"idle": 5_000_000_000u64}})),
-        )
-        .await
-        .expect("writing an unreadable status");
-    assert_eq!(idle(&corrupt), json!(5_000_000_000u64));
-
+    let hold = Hold::new(|method, uri| {
+        let query = uri.query().unwrap_or_default();
+        method == "GET"
+            && uri.path().ends_with("/consumergroups")
+            && !query.contains("watch=")
+            && !query.split('&').any(|p| p == "limit=1")
+    });
+    let proxy = CountingProxy::start_holding(&env, Some(hold.clone())).await;
     let started = Instant::now();
-    let op = env.operator("op-r");
-    // From the start until the object is fixed: /readyz never 200; /healthz 200 once it serves.
+    let op = Operator::start(Launch {
+        kubeconfig: &proxy.kubeconfig,
+        lease_namespace: &env.ns,
+        namespaces: vec![env.ns.clone()],
+        identity: "op-r".into(),
+        lease_duration: 4,
+        log_dir: &env.dir,
+        extra_args: Vec::new(),
+    });
+    // From the start until the lists are let through: /readyz never 200; /healthz 200 once it
+    // serves.
     let window = Duration::from_secs(3);
     let mut unready_answers = 0;
     let mut healthy_since: Option<Instant> = None;
@@ -544,7 +547,7 @@ async fn readyz_waits_until_the_watch_caches_are_synced() {
         match op.http_get("/readyz").await {
             Ok((503, _)) => unready_answers += 1,
             Ok((code, body)) => panic!(
-                "/readyz answered {code} {body:?} {:?} after start, before the ConsumerGroup list could succeed\n{}",
+                "/readyz answered {code} {body:?} {:?} after start, before the ConsumerGroup list could complete\n{}",
                 started.elapsed(),
                 op.logs()
             ),
@@ -564,6 +567,7 @@ async fn readyz_waits_until_the_watch_caches_are_synced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(unready_answers > 0);
+    assert!(hold.held() > 0, "no ConsumerGroup list was held");
     assert_eq!(
         op.http_get("/healthz").await.map(|(c, _)| c),
         Ok(200),
@@ -571,11 +575,79 @@ async fn readyz_waits_until_the_watch_caches_are_synced() {
     );
     // It leads, and still did not act on its partial caches.
     env.wait_holder("op-r").await;
-    let untouched = raw.get("g").await.unwrap();
-    assert_eq!(idle(&untouched), json!(5_000_000_000u64));
-    assert_eq!(untouched.data["status"]["conditions"], json!([]));
+    assert_eq!(env.get_group("g").await.status, None);
 
-    // Fixed: the list succeeds at its next retry, the caches sync, /readyz turns 200.
+    // Released: the list completes, the caches sync, /readyz turns 200.
+    hold.release();
+    let released = Instant::now();
+    wait_http(&op, "/readyz", 200).await;
+    println!(
+        "readyz: 200 {:?} after the lists were released",
+        released.elapsed()
+    );
+    assert_eq!(op.http_get("/healthz").await.map(|(c, _)| c), Ok(200));
+    env.wait_group("g", "Ready with 2 consumers", |g| ready_with(g, 2))
+        .await;
+    op.assert_clean();
+}
+
+/// An object the operator cannot read (a ConsumerGroup status with `idle` beyond u32: the CRD
+/// declares `format: uint32` but the API server only enforces `minimum: 0`) stalls nothing: the
+/// other groups of its kind are reconciled as usual, it gets a Warning Event `Unreadable` and no
+/// write (its status and its pods' queues stay), and once fixed it is reconciled again. An
+/// unreadable Topic fails its groups with `TopicUnreadable`.
+#[tokio::test]
+async fn an_unreadable_object_stalls_nothing_and_is_reported() {
+    let Some(env) = Env::new("ha-unreadable").await else {
+        return;
+    };
+    env.topic("orders", &ORDERS).await;
+    env.pods("c", 2).await;
+    env.pods("d", 2).await;
+    env.group("g", selector_group("c")).await;
+    let op = env.leader("op-u").await;
+    env.wait_group("g", "Ready with 2 consumers", |g| ready_with(g, 2))
+        .await;
+    let before = env.get_group("g").await;
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &env.ns, &group_resource());
+    let corrupt = raw
+        .patch_status(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"idle": 5_000_000_000u64}})),
+        )
+        .await
+        .expect("writing an unreadable status");
+    assert_eq!(corrupt.data["status"]["idle"], json!(5_000_000_000u64));
+    let warning = eventually("an Unreadable Warning about g", || async {
+        let events = env.events_of("ConsumerGroup", "g").await;
+        events
+            .iter()
+            .find(|(t, r, _)| t == "Warning" && r == "Unreadable")
+            .map(|(_, _, note)| note.clone())
+            .ok_or_else(|| format!("{events:?}"))
+    })
+    .await;
+    assert!(warning.contains("5000000000"), "{warning}");
+
+    // Another group of the same kind is served meanwhile.
+    env.group("h", selector_group("d")).await;
+    env.wait_group("h", "Ready with 2 consumers", |g| ready_with(g, 2))
+        .await;
+    // g was not written, and its pods kept their queues.
+    let untouched = raw.get("g").await.unwrap();
+    assert_eq!(untouched.data["status"]["idle"], json!(5_000_000_000u64));
+    assert_eq!(
+        untouched.data["status"]["assignments"],
+        serde_json::to_value(&before.status.as_ref().unwrap().allocation.assignments).unwrap()
+    );
+    for pod in env.list_pods("app=c").await {
+        assert_eq!(group_of(&pod).as_deref(), Some("g"), "{}", pod.name_any());
+        assert!(queues_of(&pod).is_some(), "{}", pod.name_any());
+    }
+
+    // Fixed: reconciled again (a scale-down of its pods is followed).
     raw.patch_status(
         "g",
         &PatchParams::default(),
@@ -583,15 +655,35 @@ async fn readyz_waits_until_the_watch_caches_are_synced() {
     )
     .await
     .expect("fixing the status");
-    let fixed = Instant::now();
-    wait_http(&op, "/readyz", 200).await;
-    println!(
-        "readyz: 200 {:?} after the object was fixed",
-        fixed.elapsed()
-    );
-    assert_eq!(op.http_get("/healthz").await.map(|(c, _)| c), Ok(200));
-    env.wait_group("g", "Ready with 2 consumers", |g| ready_with(g, 2))
+    env.delete_pod("c-1").await;
+    env.wait_group("g", "Ready with 1 consumer", |g| ready_with(g, 1))
         .await;
+
+    // An unreadable Topic: its groups say so and keep their assignment.
+    let topics: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &ApiResource::erase::<rebalancer::api::Topic>(&()),
+    );
+    topics
+        .patch_status(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"readQueues": 5_000_000_000u64}})),
+        )
+        .await
+        .expect("writing an unreadable Topic status");
+    let group = env
+        .wait_group(
+            "h",
+            "Ready=False TopicUnreadable",
+            |g| match support::fixtures::condition(g, "Ready") {
+                Some(c) if c.status == "False" && c.reason == "TopicUnreadable" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await;
+    assert_eq!(group.status.as_ref().unwrap().allocation.consumers, 2);
     op.assert_clean();
 }
 

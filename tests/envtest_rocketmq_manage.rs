@@ -2,8 +2,9 @@
 //! real `rebalancer` binary (`--sync-period=2`) and real rocketmq-rust NameServers and Brokers
 //! (see `tests/support/rocketmq.rs`). The Topic resource is the desired state; what the brokers
 //! hold is read back from the NameServer with the admin client. Messages are produced with
-//! `SEND_MESSAGE` and "consumed" by committing offsets with `UPDATE_CONSUMER_OFFSET`, as
-//! `tests/rocketmq_remoting.rs` does.
+//! `SEND_MESSAGE`; most tests "consume" them by committing offsets with `UPDATE_CONSUMER_OFFSET`
+//! (`tests/support/rocketmq.rs`), and one runs real RocketMQ push consumers
+//! (`tests/support/consumer.rs`).
 //!
 //! Each test needs `KUBEBUILDER_ASSETS` (and `HELM`) and `ROCKETMQ_BIN`, and prints one SKIP line
 //! without them, unless `REBALANCER_REQUIRE_ENVTEST=1` / `REBALANCER_REQUIRE_ROCKETMQ=1`. They
@@ -16,28 +17,15 @@ use std::time::{Duration, Instant};
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use rebalancer::api::{Permission, Topic};
-use rebalancer::rocketmq::{Command, RemotingClient, Timeouts, TopicRoute, code};
+use rebalancer::rocketmq::TopicRoute;
 use serde_json::{Value, json};
 use support::fixtures::Env;
 use support::operator::Operator;
-use support::rocketmq::shared;
+use support::rocketmq::{commit, connect, heartbeat, send, shared};
 use support::{eventually, random_suffix};
 
 /// The operator's `--sync-period`, in seconds.
 const SYNC_PERIOD: u64 = 2;
-
-fn timeouts() -> Timeouts {
-    Timeouts {
-        connect: Duration::from_secs(2),
-        request: Duration::from_secs(5),
-    }
-}
-
-async fn connect(addr: &str) -> RemotingClient {
-    RemotingClient::connect(addr, timeouts())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 async fn route(namesrv: &str, topic: &str) -> Result<TopicRoute, String> {
     connect(namesrv)
@@ -136,70 +124,6 @@ async fn wait_event(env: &Env, name: &str, type_: &str, reason: &str) -> String 
         },
     )
     .await
-}
-
-/// Registers `group` on the broker (`HEART_BEAT`), which creates its subscription group (offsets
-/// cannot be committed without one).
-async fn heartbeat(client: &RemotingClient, group: &str, topic: &str) {
-    let body = json!({
-        "clientID": format!("127.0.0.1@{group}"),
-        "producerDataSet": [],
-        "consumerDataSet": [{
-            "groupName": group, "consumeType": "CONSUME_PASSIVELY", "messageModel": "CLUSTERING",
-            "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
-            "subscriptionDataSet": [{"classFilterMode": false, "topic": topic, "subString": "*",
-                "tagsSet": [], "codeSet": [], "subVersion": 1, "expressionType": "TAG"}],
-            "unitMode": false
-        }]
-    });
-    let request = Command::new(code::HEART_BEAT).with_body(serde_json::to_vec(&body).unwrap());
-    client
-        .invoke_ok(request)
-        .await
-        .unwrap_or_else(|e| panic!("heartbeat: {e}"));
-}
-
-/// Sends one message to `queue_id` (`SEND_MESSAGE`).
-async fn send(client: &RemotingClient, topic: &str, queue_id: u32) {
-    let request = Command::request(
-        code::SEND_MESSAGE,
-        [
-            ("producerGroup", "rebalancer_test_producer".to_string()),
-            ("topic", topic.to_string()),
-            ("defaultTopic", "TBW102".to_string()),
-            ("defaultTopicQueueNums", "4".to_string()),
-            ("queueId", queue_id.to_string()),
-            ("sysFlag", "0".to_string()),
-            ("bornTimestamp", "0".to_string()),
-            ("flag", "0".to_string()),
-            ("properties", String::new()),
-            ("reconsumeTimes", "0".to_string()),
-            ("unitMode", "false".to_string()),
-            ("batch", "false".to_string()),
-        ],
-    )
-    .with_body(b"hello".to_vec());
-    client
-        .invoke_ok(request)
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
-}
-
-/// Commits `offset` for `group` on `queue_id` (`UPDATE_CONSUMER_OFFSET`).
-async fn commit(client: &RemotingClient, group: &str, topic: &str, queue_id: u32, offset: i64) {
-    let request = Command::request(
-        code::UPDATE_CONSUMER_OFFSET,
-        [
-            ("consumerGroup", group.to_string()),
-            ("topic", topic.to_string()),
-            ("queueId", queue_id.to_string()),
-            ("commitOffset", offset.to_string()),
-        ],
-    );
-    client
-        .invoke_ok(request)
-        .await
-        .unwrap_or_else(|e| panic!("commit: {e}"));
 }
 
 #[tokio::test]
@@ -390,9 +314,9 @@ async fn shrink_setup(env: &Env, ns: &str, broker: &str, topic: &str, group: &st
     )
     .await;
     let client = connect(broker).await;
-    heartbeat(&client, group, topic).await;
+    heartbeat(&client, &format!("127.0.0.1@{group}"), group, topic).await;
     for queue_id in [2, 3] {
-        send(&client, topic, queue_id).await;
+        send(&client, topic, queue_id, "hello").await;
     }
     spec["brokers"] = json!([{"name": "broker-a", "readQueues": 2, "writeQueues": 2}]);
     env.apply::<Topic>(managed("orders", topic, ns, spec)).await;
@@ -521,8 +445,8 @@ async fn losing_readability_goes_read_only_first_and_waits_for_the_drain() {
     )
     .await;
     let client = connect(&broker).await;
-    heartbeat(&client, &group, &topic).await;
-    send(&client, &topic, 1).await;
+    heartbeat(&client, &format!("127.0.0.1@{group}"), &group, &topic).await;
+    send(&client, &topic, 1, "hello").await;
 
     env.apply::<Topic>(managed("orders", &topic, &ns, spec("Deny")))
         .await;
@@ -553,5 +477,111 @@ async fn losing_readability_goes_read_only_first_and_waits_for_the_drain() {
     commit(&client, &group, &topic, 1, 1).await;
     perm(Permission::Deny).await;
     wait_synced(&env, "orders", "True", "InSync").await;
+    op.assert_clean();
+}
+
+/// The shrink with real clients on both sides: two unmodified RocketMQ push consumers
+/// (`tests/support/consumer.rs`) read the topic as a `consumerIds: Client` group whose RocketMQ
+/// name is `spec.groupName`, messages go to every queue the route lets producers write, and the
+/// Topic shrinks from 4 to 2 queues while they run. Every message sent is received (nothing is
+/// stranded in a queue that stopped being read), and the read queues shrink only once the
+/// consumers' own offsets caught up.
+#[tokio::test]
+async fn a_shrink_under_real_consumers_loses_no_message() {
+    let test = "a_shrink_under_real_consumers_loses_no_message";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    if support::consumer::binary(test).is_none() {
+        return;
+    }
+    let Some(env) = Env::new("rocketmq-manage-real").await else {
+        return;
+    };
+    let ns = mq.namesrv_addr();
+    let broker = mq.broker_addr().to_string();
+    let topic = format!("Shrink_{}", random_suffix(6));
+    let group = format!("shrink_readers_{}", random_suffix(6));
+    let op = operator(&env).await;
+    let mut spec = brokers(&[("broker-a", 4, 4)]);
+    env.apply::<Topic>(managed("orders", &topic, &ns, spec.clone()))
+        .await;
+    route_shows(&ns, &topic, &[("broker-a", 4, 4)], Instant::now()).await;
+    env.group(
+        "readers",
+        json!({"topics": ["orders"], "consumerIds": "Client", "groupName": group,
+               "consumers": {"selector": {"matchLabels": {"app": "readers"}}}}),
+    )
+    .await;
+    let mut consumers = Vec::new();
+    for (i, name) in ["r1", "r2"].iter().enumerate() {
+        let config = support::consumer::ConsumerConfig {
+            namesrv: ns.clone(),
+            group: group.clone(),
+            topics: vec![topic.clone()],
+            client_ip: format!("127.3.0.{}", i + 1),
+            instance_name: name.to_string(),
+        };
+        consumers.push(
+            support::consumer::Consumer::start(test, &config)
+                .await
+                .unwrap(),
+        );
+    }
+    for c in &consumers {
+        c.wait_queues(|q| !q.is_empty(), support::deadline())
+            .await
+            .unwrap_or_else(|e| panic!("{} holds no queue: {e}", c.client_id()));
+    }
+
+    // A producer writes to every writable queue of the route, before and during the shrink.
+    let producer = connect(&broker).await;
+    let mut sent = std::collections::BTreeSet::new();
+    let mut send_round = |writable: u32, round: u32| {
+        let bodies: Vec<(u32, String)> = (0..writable)
+            .map(|q| (q, format!("{topic}-{round}-{q}")))
+            .collect();
+        sent.extend(bodies.iter().map(|(_, b)| b.clone()));
+        bodies
+    };
+    for round in 0..5 {
+        for (q, body) in send_round(4, round) {
+            send(&producer, &topic, q, &body).await;
+        }
+    }
+    spec["brokers"] = json!([{"name": "broker-a", "readQueues": 2, "writeQueues": 2}]);
+    env.apply::<Topic>(managed("orders", &topic, &ns, spec))
+        .await;
+    route_shows(&ns, &topic, &[("broker-a", 4, 2)], Instant::now()).await;
+    for round in 5..10 {
+        for (q, body) in send_round(2, round) {
+            send(&producer, &topic, q, &body).await;
+        }
+    }
+    let shrunk = route_shows(&ns, &topic, &[("broker-a", 2, 2)], Instant::now()).await;
+    wait_synced(&env, "orders", "True", "InSync").await;
+    println!("MEASURED reads followed {shrunk:?} after the write shrink, with real consumers");
+
+    let received = eventually("every message sent to be received", || async {
+        let got: std::collections::BTreeSet<String> = consumers
+            .iter()
+            .flat_map(|c| c.messages())
+            .filter(|m| m.topic == topic)
+            .map(|m| m.body)
+            .collect();
+        let missing: Vec<&String> = sent.difference(&got).collect();
+        if missing.is_empty() {
+            Ok(got)
+        } else {
+            Err(format!(
+                "{} of {} missing: {missing:?}",
+                missing.len(),
+                sent.len()
+            ))
+        }
+    })
+    .await;
+    assert_eq!(received, sent);
+    assert_eq!(sent.len(), 5 * 4 + 5 * 2);
     op.assert_clean();
 }

@@ -12,24 +12,10 @@ use std::time::{Duration, Instant};
 
 use rebalancer::assign::Permission;
 use rebalancer::rocketmq::{
-    Command, ConsumeStats, Error, NameServers, RemotingClient, Timeouts, TopicConfig, TopicRoute,
-    code, response,
+    Command, ConsumeStats, Error, NameServers, RemotingClient, TopicConfig, TopicRoute, response,
 };
-use support::rocketmq::{CLUSTER, RocketMq, shared};
+use support::rocketmq::{CLUSTER, RocketMq, commit, connect, heartbeat, send, shared, timeouts};
 use support::{eventually, random_suffix};
-
-fn timeouts() -> Timeouts {
-    Timeouts {
-        connect: Duration::from_secs(2),
-        request: Duration::from_secs(5),
-    }
-}
-
-async fn connect(addr: &str) -> RemotingClient {
-    RemotingClient::connect(addr, timeouts())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", random_suffix(8))
@@ -66,81 +52,6 @@ fn expect_queues(
             "{broker}: want {read}/{write} perm {perm}, have {other:?}"
         )),
     }
-}
-
-/// Registers `client_id` as a consumer of `group` (subscribed to `topic`) on the broker behind
-/// `client`, the way a RocketMQ consumer does: `HEART_BEAT` (34) with a `HeartbeatData` body
-/// (`HeartbeatData.java`, `ConsumerData.java`, `SubscriptionData.java`). The registration lasts
-/// as long as the connection.
-async fn heartbeat(client: &RemotingClient, client_id: &str, group: &str, topic: &str) {
-    let body = serde_json::json!({
-        "clientID": client_id,
-        "producerDataSet": [],
-        "consumerDataSet": [{
-            "groupName": group,
-            "consumeType": "CONSUME_PASSIVELY",
-            "messageModel": "CLUSTERING",
-            "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
-            "subscriptionDataSet": [{
-                "classFilterMode": false, "topic": topic, "subString": "*",
-                "tagsSet": [], "codeSet": [], "subVersion": 1, "expressionType": "TAG"
-            }],
-            "unitMode": false
-        }]
-    });
-    let request = Command::new(code::HEART_BEAT).with_body(serde_json::to_vec(&body).unwrap());
-    client
-        .invoke_ok(request)
-        .await
-        .unwrap_or_else(|e| panic!("heartbeat: {e}"));
-}
-
-/// Sends one message to `queue_id` of `topic` (`SEND_MESSAGE`, 10, `SendMessageRequestHeader`).
-async fn send(client: &RemotingClient, topic: &str, queue_id: u32) {
-    let request = Command::request(
-        code::SEND_MESSAGE,
-        [
-            ("producerGroup", "rebalancer_test_producer".to_string()),
-            ("topic", topic.to_string()),
-            ("defaultTopic", "TBW102".to_string()),
-            ("defaultTopicQueueNums", "4".to_string()),
-            ("queueId", queue_id.to_string()),
-            ("sysFlag", "0".to_string()),
-            ("bornTimestamp", "0".to_string()),
-            ("flag", "0".to_string()),
-            ("properties", String::new()),
-            ("reconsumeTimes", "0".to_string()),
-            ("unitMode", "false".to_string()),
-            ("batch", "false".to_string()),
-        ],
-    )
-    .with_body(b"hello".to_vec());
-    let response = client
-        .invoke_ok(request)
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
-    assert_eq!(
-        response.ext_fields.get("queueId"),
-        Some(&queue_id.to_string())
-    );
-}
-
-/// Commits `offset` for `group` on `queue_id` (`UPDATE_CONSUMER_OFFSET`, 15,
-/// `UpdateConsumerOffsetRequestHeader`).
-async fn commit(client: &RemotingClient, group: &str, topic: &str, queue_id: u32, offset: i64) {
-    let request = Command::request(
-        code::UPDATE_CONSUMER_OFFSET,
-        [
-            ("consumerGroup", group.to_string()),
-            ("topic", topic.to_string()),
-            ("queueId", queue_id.to_string()),
-            ("commitOffset", offset.to_string()),
-        ],
-    );
-    client
-        .invoke_ok(request)
-        .await
-        .unwrap_or_else(|e| panic!("commit: {e}"));
 }
 
 fn offsets(stats: &ConsumeStats) -> Vec<(String, String, u32, i64, i64)> {
@@ -353,7 +264,7 @@ async fn consume_stats_reports_broker_and_consumer_offsets() {
         .await
         .unwrap();
     for queue_id in [0, 0, 0, 1] {
-        send(&client, &topic, queue_id).await;
+        send(&client, &topic, queue_id, "hello").await;
     }
     // A heartbeat creates the subscription group, without which offsets cannot be committed
     // (SUBSCRIPTION_GROUP_NOT_EXIST, 26).

@@ -13,7 +13,7 @@ pub const MAX_TOPICS: usize = 32;
 pub const DEFAULT_VIRTUAL_NODES: u32 = 10;
 
 /// A RocketMQ consumer group: the topics it reads, how their queues are split, and which pods consume.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "rebalancer.dev",
     version = "v1alpha1",
@@ -37,7 +37,8 @@ pub const DEFAULT_VIRTUAL_NODES: u32 = 10;
     validation = Rule::new("self.strategy == 'ByMachineRoom' ? has(self.machineRoom) : !has(self.machineRoom)").message("machineRoom is required with strategy ByMachineRoom and only allowed with it"),
     validation = Rule::new("!has(self.nearby) || self.strategy == 'MachineRoomNearby'").message("nearby is only allowed with strategy MachineRoomNearby"),
     validation = Rule::new("self.strategy == 'ByConfig' ? has(self.byConfig) : !has(self.byConfig)").message("byConfig is required with strategy ByConfig and only allowed with it"),
-    validation = Rule::new("has(self.consumers)").message("consumers is required: set workloadRef or selector")
+    validation = Rule::new("has(self.consumers)").message("consumers is required: set workloadRef or selector"),
+    validation = Rule::new("!has(self.consumerIds) || self.consumerIds == 'Pod' || self.strategy != 'Sticky'").message("strategy Sticky is computed by rebalancer, not by RocketMQ clients: it cannot describe what clients do with consumerIds Client")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerGroupSpec {
@@ -69,6 +70,34 @@ pub struct ConsumerGroupSpec {
     /// line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers: Option<ConsumersSpec>,
+    /// Who the consumers are. `Pod`: the pods are the consumers and read their queues from their
+    /// annotation. `Client`: the RocketMQ clients connected to the brokers under `groupName`
+    /// (unmodified clients allocating for themselves); the operator reports what they compute
+    /// and maps each client to the pod with its IP. `Client` needs `spec.nameServers` on every
+    /// topic of the group.
+    #[serde(default)]
+    pub consumer_ids: ConsumerIds,
+    /// RocketMQ consumer group name (`consumerGroup` of the clients); default `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[%|a-zA-Z0-9_-]+$"))]
+    pub group_name: Option<String>,
+}
+
+impl ConsumerGroupSpec {
+    /// Whether the consumers are the RocketMQ clients connected to the brokers.
+    pub fn client_mode(&self) -> bool {
+        self.consumer_ids == ConsumerIds::Client
+    }
+}
+
+/// Who a group's consumers are.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConsumerIds {
+    /// The selected Ready pods, identified by name; each reads its queues from its annotation.
+    #[default]
+    Pod,
+    /// The clients connected to the group's brokers, identified by client id.
+    Client,
 }
 
 /// RocketMQ message model.
@@ -260,10 +289,16 @@ pub struct ConsumerGroupStatus {
     /// consumer pod still carries its own queues in its `rebalancer.dev/queues` annotation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub assignments_truncated: bool,
+    /// `consumerIds: Client`: connected clients whose IP is no pod's of the group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients_without_pod: Vec<String>,
+    /// `consumerIds: Client`: Ready pods of the group with no connected client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods_without_client: Vec<String>,
     /// When the assignment last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rebalance_time: Option<Time>,
-    /// `Ready` and `IdleConsumers`.
+    /// `Ready`, `IdleConsumers`, and with `consumerIds: Client` `ClientsMismatch`.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -20,8 +20,13 @@ pub struct QueueRange {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerAssignment {
-    /// Consumer id (the pod name in a cluster).
+    /// Consumer id: the pod name, or with `consumerIds: Client` the RocketMQ client id
+    /// (`clientIP@instanceName`).
     pub consumer: String,
+    /// With `consumerIds: Client`: the pod whose IP is the client id's IP part (absent when no
+    /// pod of the group has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// Owned queues; empty when the consumer is idle.
     #[serde(default)]
     pub queues: Vec<QueueRange>,

@@ -14,7 +14,7 @@ pub const NAME_SERVER_PATTERN: &str =
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$";
 
 /// A RocketMQ topic: which brokers hold its queues, how many, and with which permission.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "rebalancer.dev",
     version = "v1alpha1",

@@ -324,6 +324,24 @@ pub fn validate_group(spec: &ConsumerGroupSpec, require_consumers: bool) -> Vec<
         }
         (false, None) => {}
     }
+    if spec.client_mode() && strategy == StrategyName::Sticky {
+        out.push(violation(
+            "spec.strategy",
+            "Sticky is computed by rebalancer, not by RocketMQ clients: it cannot describe what clients do with consumerIds Client",
+        ));
+    }
+    if let Some(name) = &spec.group_name
+        && (name.is_empty()
+            || name.len() > 255
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "%|_-".contains(c)))
+    {
+        out.push(violation(
+            "spec.groupName",
+            "1 to 255 characters of letters, digits, %, |, _ and -",
+        ));
+    }
     match &spec.consumers {
         None if require_consumers => out.push(violation(
             "spec.consumers",

@@ -89,6 +89,24 @@ impl Context {
             .clone()
     }
 
+    /// Reports an object this operator cannot read (a placeholder of the watch caches, see
+    /// `watch::Unreadable`): a Warning Event `Unreadable`, and nothing else written.
+    pub async fn report_unreadable<K>(&self, object: &K, reason: &str)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        self.event(
+            &object.object_ref(&()),
+            true,
+            "Unreadable",
+            "Read",
+            format!(
+                "rebalancer cannot read this object ({reason}); it is left as it is until it changes"
+            ),
+        )
+        .await;
+    }
+
     /// Publishes an Event; a failure is logged, never fatal.
     ///
     /// Each call creates its own Event object. (kube's `Recorder` folds Events of the same

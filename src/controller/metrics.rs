@@ -34,6 +34,17 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels of a group's client/pod mismatch count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MismatchLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// ConsumerGroup name.
+    pub group: String,
+    /// `without_pod` (clients) or `pod_without_client` (Ready pods).
+    pub kind: String,
+}
+
 /// Labels of one Topic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
@@ -74,6 +85,8 @@ pub struct Metrics {
     pub idle_consumers: Family<GroupLabels, Gauge>,
     /// Queues that changed owner, per group.
     pub queues_moved: Family<GroupLabels, Counter>,
+    /// `consumerIds: Client`: clients in no pod of the group, and Ready pods with no client.
+    pub clients_mismatched: Family<MismatchLabels, Gauge>,
     /// 1 while this replica holds the leader lease (or runs without leader election).
     pub leader: Gauge,
     /// Successful writes by resource.
@@ -96,6 +109,7 @@ impl Default for Metrics {
         });
         let idle_consumers = Family::<GroupLabels, Gauge>::default();
         let queues_moved = Family::<GroupLabels, Counter>::default();
+        let clients_mismatched = Family::<MismatchLabels, Gauge>::default();
         let leader = Gauge::default();
         let writes = Family::<WriteLabels, Counter>::default();
         let topic_sync_failures = Family::<SyncFailureLabels, Counter>::default();
@@ -127,6 +141,11 @@ impl Default for Metrics {
             "Queues that changed owner",
             queues_moved.clone(),
         );
+        registry.register(
+            "clients_mismatched",
+            "consumerIds Client: connected clients in no pod of the group (kind=without_pod), Ready pods running no client (kind=pod_without_client)",
+            clients_mismatched.clone(),
+        );
         registry.register("leader", "1 when this replica may write", leader.clone());
         registry.register(
             "topic_sync_failures",
@@ -150,6 +169,7 @@ impl Default for Metrics {
             duration,
             idle_consumers,
             queues_moved,
+            clients_mismatched,
             leader,
             writes,
             topic_sync_failures,
@@ -174,6 +194,15 @@ impl Metrics {
         GroupLabels {
             namespace: namespace.to_string(),
             group: group.to_string(),
+        }
+    }
+
+    /// Labels of a group's mismatch count of `kind`.
+    pub fn mismatch(group: &GroupLabels, kind: &str) -> MismatchLabels {
+        MismatchLabels {
+            namespace: group.namespace.clone(),
+            group: group.group.clone(),
+            kind: kind.to_string(),
         }
     }
 

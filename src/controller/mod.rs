@@ -25,6 +25,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::WriterDropped;
@@ -188,16 +189,17 @@ fn group_controller(
     // looking a group up in the store: during a list the store still holds the previous list,
     // so a listed group looked deleted and a new leader never heard of its Topics' changes.)
     let indexing = index.clone();
-    let (groups, group_events) = watch::reflect_observed(
-        scoped::<ConsumerGroup>(client, ns),
+    let (groups, group_events) = watch::reflect_guarded(
+        scoped::<DeserializeGuard<ConsumerGroup>>(client, ns),
         watch::config(),
         watch::trim_meta,
         move |event| indexing.observe(event),
     );
-    let (topics, topic_events) = watch::reflect(
-        scoped::<Topic>(client, ns),
+    let (topics, topic_events) = watch::reflect_guarded(
+        scoped::<DeserializeGuard<Topic>>(client, ns),
         watch::config(),
         watch::trim_meta,
+        |_| {},
     );
     let (pods, pod_events) =
         watch::reflect(scoped::<Pod>(client, ns), watch::config(), watch::trim_pod);
@@ -301,10 +303,11 @@ fn topic_controller(
     concurrency: u16,
     gained: signal::Receiver<u64>,
 ) -> (Store<Topic>, impl Future<Output = ()> + Send + use<>) {
-    let (topics, events) = watch::reflect(
-        scoped::<Topic>(client, ns),
+    let (topics, events) = watch::reflect_guarded(
+        scoped::<DeserializeGuard<Topic>>(client, ns),
         watch::config(),
         watch::trim_meta,
+        |_| {},
     );
     let topic_loop = Controller::for_stream(watch::log_errors(events, "Topic"), topics.clone())
         .reconcile_all_on(leadership_gained(gained))
@@ -342,10 +345,11 @@ fn sweep_controller(
     );
     // A deleted group changes none of its pods, so its deletion must start their sweep. The
     // sweep reads its own copy of the groups, updated before the event that triggers it.
-    let (groups, group_events) = watch::reflect(
-        scoped::<ConsumerGroup>(client, ns),
+    let (groups, group_events) = watch::reflect_guarded(
+        scoped::<DeserializeGuard<ConsumerGroup>>(client, ns),
         watch::config(),
         watch::trim_meta,
+        |_| {},
     );
     let members = labelled.clone();
     let sweep_ctx = Arc::new(sweep::SweepContext {

@@ -95,6 +95,10 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
     if !ctx.leadership.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
+    if let Some(reason) = super::watch::unreadable(topic) {
+        ctx.report_unreadable(topic, reason).await;
+        return Ok(Action::await_change());
+    }
     let namespace = topic.namespace().ok_or(Error::NoNamespace)?;
     let labels = Metrics::topic(&namespace, &topic.name_any());
     let current = topic.status.clone().unwrap_or_default();

@@ -5,7 +5,8 @@
 //! (`UPDATE_AND_CREATE_TOPIC` to each broker's master).
 //!
 //! The groups whose offsets a shrink waits for are the ConsumerGroups of the Topic's namespace
-//! that list the Topic in `spec.topics`; their RocketMQ group name is their `metadata.name`.
+//! that list the Topic in `spec.topics`; their RocketMQ group name is `spec.groupName`, or their
+//! `metadata.name`.
 //! They are listed from the API server only when a shrink waits (no cache of groups is kept for
 //! this), so a Topic that is in sync costs no list.
 
@@ -207,8 +208,7 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
     out
 }
 
-/// The ConsumerGroups of the Topic's namespace that read it (their names are their RocketMQ
-/// group names).
+/// The RocketMQ group names of the ConsumerGroups of the Topic's namespace that read it.
 async fn list_groups(topic: &Topic, ctx: &Context) -> Result<Vec<String>, String> {
     let namespace = topic.namespace().unwrap_or_default();
     let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -221,9 +221,10 @@ async fn list_groups(topic: &Topic, ctx: &Context) -> Result<Vec<String>, String
         .items
         .iter()
         .filter(|g| g.spec.topics.contains(&me))
-        .map(ResourceExt::name_any)
+        .map(super::group::fetch::rocketmq_group)
         .collect();
     names.sort();
+    names.dedup();
     Ok(names)
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -13,6 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::consumers::QUEUES_ANNOTATION;
+use crate::api::{ConsumerGroup, ConsumerGroupSpec, Topic, TopicSpec};
 
 /// Longest wait between two attempts of a failing watch. kube's default grows to 30 s and stays
 /// there for two minutes; an API-server restart is a normal event and must cost seconds.
@@ -103,6 +106,112 @@ where
     (reader, stream)
 }
 
+/// Cache annotation of an object the API server holds but this operator cannot read (e.g. a
+/// status edited by hand with a value out of its type's range, or a field of another version):
+/// its value is the reason. Such an object is cached as a placeholder with its metadata (see
+/// [`Unreadable`]); it never reaches the API server.
+pub const UNREADABLE_ANNOTATION: &str = "rebalancer.dev/unreadable";
+
+/// Kinds whose unreadable objects are cached as placeholders instead of failing the whole
+/// watch: without that, one such object stalls the list, and with it every object of the kind.
+pub trait Unreadable: Resource<DynamicType = ()> + Sized {
+    /// An object with `metadata`, an empty spec, and [`UNREADABLE_ANNOTATION`].
+    fn placeholder(metadata: ObjectMeta) -> Self;
+}
+
+impl Unreadable for ConsumerGroup {
+    fn placeholder(metadata: ObjectMeta) -> Self {
+        ConsumerGroup {
+            metadata,
+            spec: ConsumerGroupSpec::default(),
+            status: None,
+        }
+    }
+}
+
+impl Unreadable for Topic {
+    fn placeholder(metadata: ObjectMeta) -> Self {
+        Topic {
+            metadata,
+            spec: TopicSpec::default(),
+            status: None,
+        }
+    }
+}
+
+/// Why `object` could not be read, when it is a placeholder.
+pub fn unreadable<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(UNREADABLE_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// The object of a guarded watch, or its placeholder.
+fn open<K: Unreadable>(guard: DeserializeGuard<K>) -> K {
+    match guard.0 {
+        Ok(object) => object,
+        Err(invalid) => {
+            let mut metadata = invalid.metadata;
+            tracing::warn!(
+                kind = %K::kind(&()),
+                namespace = metadata.namespace.as_deref().unwrap_or_default(),
+                name = metadata.name.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "cannot read this object; it is ignored until it changes"
+            );
+            metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(UNREADABLE_ANNOTATION.to_string(), invalid.error);
+            K::placeholder(metadata)
+        }
+    }
+}
+
+fn open_event<K: Unreadable>(event: watcher::Event<DeserializeGuard<K>>) -> watcher::Event<K> {
+    use watcher::Event;
+    match event {
+        Event::Apply(g) => Event::Apply(open(g)),
+        Event::Delete(g) => Event::Delete(open(g)),
+        Event::InitApply(g) => Event::InitApply(open(g)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+/// [`reflect_observed`] for a kind with [`Unreadable`] placeholders: an object that does not
+/// deserialize is cached as a placeholder (reconciles report it and write nothing), and every
+/// other object of the kind flows as usual.
+pub fn reflect_guarded<K>(
+    api: Api<DeserializeGuard<K>>,
+    config: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Unreadable + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let events = watcher(api, config)
+        .backoff(QuickBackoff::default())
+        .map(|event| event.map(open_event));
+    let stream = reflector::reflector(writer, events.modify(trim))
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                observe(event);
+            }
+        })
+        .touched_objects();
+    (reader, stream)
+}
+
 /// Keeps what reconciles read of any object: managed fields are a large share of an object and
 /// nothing here uses them.
 pub fn trim_meta<K: Resource>(object: &mut K) {
@@ -142,6 +251,8 @@ pub fn trim_pod(pod: &mut Pod) {
     pod.status = Some(PodStatus {
         phase: status.phase,
         pod_ip: status.pod_ip,
+        // Dual-stack pods: a RocketMQ client may report either family in its client id.
+        pod_ips: status.pod_ips,
         conditions: Some(ready),
         ..PodStatus::default()
     });
@@ -174,6 +285,40 @@ mod tests {
     use super::*;
     use crate::controller::consumers::ZONE_LABEL;
     use serde_json::json;
+
+    #[test]
+    fn an_unreadable_object_becomes_a_marked_placeholder_and_a_readable_one_passes() {
+        let object = |idle: u64| {
+            json!({
+                "apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup",
+                "metadata": {"name": "g", "namespace": "ns", "resourceVersion": "7",
+                             "annotations": {"team": "orders"}},
+                "spec": {"topics": ["orders"]},
+                "status": {"idle": idle}
+            })
+        };
+        let guard: DeserializeGuard<ConsumerGroup> =
+            serde_json::from_value(object(5_000_000_000)).unwrap();
+        let opened = match open_event(watcher::Event::Apply(guard)) {
+            watcher::Event::Apply(g) => g,
+            other => panic!("{other:?}"),
+        };
+        let reason = unreadable(&opened).expect("marked unreadable");
+        assert!(reason.contains("5000000000"), "{reason}");
+        assert_eq!(opened.name_any(), "g");
+        assert_eq!(opened.resource_version().as_deref(), Some("7"));
+        assert_eq!(opened.annotations()["team"], "orders");
+        assert!(opened.spec.topics.is_empty() && opened.status.is_none());
+
+        let guard: DeserializeGuard<ConsumerGroup> = serde_json::from_value(object(1)).unwrap();
+        let opened = match open_event(watcher::Event::InitApply(guard)) {
+            watcher::Event::InitApply(g) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unreadable(&opened), None);
+        assert_eq!(opened.spec.topics, ["orders"]);
+        assert_eq!(opened.status.unwrap().allocation.idle, 1);
+    }
 
     #[test]
     fn backoff_is_capped_and_resets() {

@@ -38,6 +38,7 @@ pub fn plan_from(assignment: &Assignment, topics: &[TopicInput]) -> Plan {
         .zip(&owned)
         .map(|(id, blocks)| ConsumerAssignment {
             consumer: id.clone(),
+            pod: None,
             queues: blocks.iter().map(|b| queue_range(assignment, b)).collect(),
         })
         .collect();

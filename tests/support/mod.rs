@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 pub mod chart;
+pub mod consumer;
 pub mod envtest;
 pub mod fixtures;
 pub mod operator;
+pub mod proxy;
 pub mod queues;
 pub mod rocketmq;
 

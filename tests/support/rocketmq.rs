@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rebalancer::rocketmq::{RemotingClient, Timeouts};
+use rebalancer::rocketmq::{Command as Request, RemotingClient, Timeouts, code};
 
 use super::envtest::{spawn, stop};
 
@@ -384,4 +384,99 @@ pub async fn shared(test: &str) -> Option<&'static RocketMq> {
         })
         .await;
     Some(mq)
+}
+
+// What a RocketMQ client sends, for tests that play one (a producer, a consumer registering or
+// committing offsets) with the operator's own protocol client.
+
+/// Timeouts of the tests' own requests.
+pub fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_secs(5),
+    }
+}
+
+/// A connection to `addr`; panics if there is none.
+pub async fn connect(addr: &str) -> RemotingClient {
+    RemotingClient::connect(addr, timeouts())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Registers `client_id` as a consumer of `group` (subscribed to `topic`) on the broker behind
+/// `client`, the way a RocketMQ consumer does: `HEART_BEAT` (34) with a `HeartbeatData` body
+/// (`HeartbeatData.java`, `ConsumerData.java`, `SubscriptionData.java`). It also creates the
+/// group's subscription (offsets cannot be committed without one). The registration lasts as
+/// long as the connection.
+pub async fn heartbeat(client: &RemotingClient, client_id: &str, group: &str, topic: &str) {
+    let body = serde_json::json!({
+        "clientID": client_id,
+        "producerDataSet": [],
+        "consumerDataSet": [{
+            "groupName": group,
+            "consumeType": "CONSUME_PASSIVELY",
+            "messageModel": "CLUSTERING",
+            "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
+            "subscriptionDataSet": [{
+                "classFilterMode": false, "topic": topic, "subString": "*",
+                "tagsSet": [], "codeSet": [], "subVersion": 1, "expressionType": "TAG"
+            }],
+            "unitMode": false
+        }]
+    });
+    let request = Request::new(code::HEART_BEAT).with_body(serde_json::to_vec(&body).unwrap());
+    client
+        .invoke_ok(request)
+        .await
+        .unwrap_or_else(|e| panic!("heartbeat: {e}"));
+}
+
+/// Sends one message with `body` to `queue_id` of `topic` (`SEND_MESSAGE`, 10,
+/// `SendMessageRequestHeader`), and checks the broker stored it in that queue.
+pub async fn send(client: &RemotingClient, topic: &str, queue_id: u32, body: &str) {
+    let request = Request::request(
+        code::SEND_MESSAGE,
+        [
+            ("producerGroup", "rebalancer_test_producer".to_string()),
+            ("topic", topic.to_string()),
+            ("defaultTopic", "TBW102".to_string()),
+            ("defaultTopicQueueNums", "4".to_string()),
+            ("queueId", queue_id.to_string()),
+            ("sysFlag", "0".to_string()),
+            ("bornTimestamp", "0".to_string()),
+            ("flag", "0".to_string()),
+            ("properties", String::new()),
+            ("reconsumeTimes", "0".to_string()),
+            ("unitMode", "false".to_string()),
+            ("batch", "false".to_string()),
+        ],
+    )
+    .with_body(body.as_bytes().to_vec());
+    let response = client
+        .invoke_ok(request)
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    assert_eq!(
+        response.ext_fields.get("queueId"),
+        Some(&queue_id.to_string())
+    );
+}
+
+/// Commits `offset` for `group` on `queue_id` (`UPDATE_CONSUMER_OFFSET`, 15,
+/// `UpdateConsumerOffsetRequestHeader`).
+pub async fn commit(client: &RemotingClient, group: &str, topic: &str, queue_id: u32, offset: i64) {
+    let request = Request::request(
+        code::UPDATE_CONSUMER_OFFSET,
+        [
+            ("consumerGroup", group.to_string()),
+            ("topic", topic.to_string()),
+            ("queueId", queue_id.to_string()),
+            ("commitOffset", offset.to_string()),
+        ],
+    );
+    client
+        .invoke_ok(request)
+        .await
+        .unwrap_or_else(|e| panic!("commit: {e}"));
 }

@@ -1,6 +1,7 @@
 //! Decide: from a [`Snapshot`] and the time, everything a reconcile should write. Pure: no I/O,
 //! no clock, no Kubernetes client; tested with plain `#[test]`s.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -8,8 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
-use super::fetch::{Snapshot, needs_zones};
-use super::{ANNOTATIONS_TRUNCATED, IDLE, READY, TRUNCATED};
+use super::clients::ClientMap;
+use super::fetch::{Snapshot, TopicProblem, needs_zones};
+use super::{ANNOTATIONS_TRUNCATED, CLIENTS_MISMATCH, IDLE, READY, TRUNCATED};
 use crate::api::validation::validate_group;
 use crate::api::{
     Allocation, ConsumerAssignment, ConsumerGroup, ConsumerGroupStatus, MessageModel, Topic,
@@ -73,6 +75,8 @@ pub struct Decision {
     pub moved: Option<u64>,
     /// Planned or failed.
     pub outcome: Outcome,
+    /// `consumerIds: Client` (planned): the clients' pods and the mismatches.
+    pub clients: Option<ClientMap>,
 }
 
 /// Decides one group.
@@ -97,9 +101,20 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     }
     let topics: Vec<&Topic> = match &snapshot.topics {
         Ok(t) => t.iter().map(AsRef::as_ref).collect(),
-        Err(missing) => {
+        Err(TopicProblem::NotFound(missing)) => {
             let error = PlanError::TopicNotFound(missing.clone());
             return failure(group, &current, &error, desired_replicas, now);
+        }
+        Err(TopicProblem::Unreadable { name, error }) => {
+            let message = format!("Topic {name} cannot be read by rebalancer: {error}");
+            return failure_with(
+                group,
+                &current,
+                "TopicUnreadable",
+                message,
+                desired_replicas,
+                now,
+            );
         }
     };
     let workload = match &snapshot.workload {
@@ -116,8 +131,28 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         }
     };
 
-    let consumers = consumer_inputs(snapshot);
+    let clients = match &snapshot.clients {
+        None => None,
+        Some(Ok(ids)) => Some((ids, ClientMap::new(ids, &snapshot.pods))),
+        Some(Err(problem)) => {
+            return failure_with(
+                group,
+                &current,
+                problem.reason(),
+                problem.to_string(),
+                workload.desired_replicas,
+                now,
+            );
+        }
+    };
+    let consumers = match &clients {
+        None => consumer_inputs(snapshot),
+        Some((ids, map)) => client_inputs(snapshot, ids, map),
+    };
     let previous = previous_allocation(&current, &snapshot.labelled, &group.name_any());
+    // A truncated status leaves the assignment in force to the pods' annotations, which are per
+    // pod; with clients as consumers the two are compared per pod (see `keyed` below).
+    let per_pod_previous = clients.is_some() && current.assignments_truncated;
     let planned = if consumers.is_empty() && group.spec.message_model == MessageModel::Clustering {
         // Nobody to assign to (yet): not an error, the group is simply empty.
         let inputs: Vec<_> = topics.iter().map(|t| crate::plan::topic_input(t)).collect();
@@ -129,18 +164,25 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             true,
             |n| topics.iter().copied().find(|t| t.name_any() == n),
             &consumers,
-            previous.as_ref(),
+            previous.as_ref().filter(|_| !per_pod_previous),
         )
     };
-    let allocation = match planned {
+    let mut allocation = match planned {
         Ok(a) => a,
         Err(e) => return failure(group, &current, &e, workload.desired_replicas, now),
+    };
+    // What each pod is told: its own queues, or with clients the queues of the clients it runs.
+    let keyed: Cow<'_, [ConsumerAssignment]> = match &clients {
+        None => Cow::Borrowed(&allocation.assignments),
+        Some((_, map)) => {
+            map.label(&mut allocation.assignments);
+            Cow::Owned(map.by_pod(&allocation.assignments))
+        }
     };
 
     let per_topic = readable_queues(&topics);
     let max_useful = max_useful_replicas(group, &per_topic);
-    let annotations: Vec<(String, String)> = allocation
-        .assignments
+    let annotations: Vec<(String, String)> = keyed
         .iter()
         .map(|a| (a.consumer.clone(), consumers::annotation_value(a)))
         .collect();
@@ -149,14 +191,25 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         .filter(|(_, value)| value.len() > budgets.annotation)
         .map(|(consumer, _)| consumer.as_str())
         .collect();
+    // With clients as consumers, the idle count is theirs: replicas that run no client consume
+    // nothing and are reported by ClientsMismatch instead.
+    let replicas_for_idle = if clients.is_some() {
+        None
+    } else {
+        workload.desired_replicas
+    };
     let mut extra = vec![idle_condition(
         group,
         &per_topic,
-        workload.desired_replicas,
+        replicas_for_idle,
         consumers.len(),
         &allocation.idle_consumers,
         max_useful,
     )];
+    extra.extend(clients_condition(
+        &current,
+        clients.as_ref().map(|(ids, map)| (ids.len(), map)),
+    ));
     extra.extend(conditions::while_it_holds(
         &current.conditions,
         (!oversized.is_empty()).then(|| {
@@ -187,15 +240,28 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             p,
             &snapshot.labelled,
             &group.name_any(),
-            &allocation,
+            &keyed,
             &oversized,
         )),
         other => other,
     };
+    let before = previous
+        .as_ref()
+        .map_or(&[][..], |p| p.assignments.as_slice());
+    let after = if per_pod_previous {
+        &keyed[..]
+    } else {
+        &allocation.assignments[..]
+    };
+    // No assignment in force (`previous` is None) is an empty one once a rebalance happened: an
+    // empty group that stays empty has not rebalanced.
+    let rebalanced = current.last_rebalance_time.is_none() || !same_assignment(before, after);
+    let pod_patches = pod_patches(snapshot, &annotations, budgets.annotation);
+    drop(keyed);
     let (mut status, rebalanced) = build_status(
         group,
         &current,
-        previous.as_ref(),
+        rebalanced,
         allocation,
         extra,
         budgets.status,
@@ -203,8 +269,11 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     );
     status.desired_replicas = workload.desired_replicas;
     status.max_useful_replicas = max_useful;
+    if let Some((_, map)) = &clients {
+        status.clients_without_pod = map.without_pod.clone();
+        status.pods_without_client = map.pods_without_client.clone();
+    }
 
-    let pod_patches = pod_patches(snapshot, &annotations, budgets.annotation);
     let mut events = Vec::new();
     if rebalanced {
         let a = &status.allocation;
@@ -237,6 +306,17 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             });
         }
     }
+    if conditions::changed(&current.conditions, &status.conditions, CLIENTS_MISMATCH)
+        && let Some(c) = conditions::find(&status.conditions, CLIENTS_MISMATCH)
+        && c.status == "True"
+    {
+        events.push(EventSpec {
+            regarding: Regarding::Group,
+            warning: true,
+            reason: CLIENTS_MISMATCH.into(),
+            note: c.message.clone(),
+        });
+    }
     // Any other change of Ready (a recovery) is reported by the Rebalanced Event or the status.
     let write_status = status != current;
     let moved = rebalanced.then_some(status.allocation.moved_queues);
@@ -247,6 +327,7 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         events,
         moved,
         outcome: Outcome::Planned,
+        clients: clients.map(|(_, map)| map),
     }
 }
 
@@ -272,6 +353,76 @@ fn consumer_inputs(snapshot: &Snapshot) -> Vec<ConsumerInput> {
             }
         })
         .collect()
+}
+
+/// The group's consumers with `consumerIds: Client`: the connected clients, each in the zone of
+/// its pod when the strategy needs zones.
+fn client_inputs(snapshot: &Snapshot, ids: &[String], map: &ClientMap) -> Vec<ConsumerInput> {
+    let zones: BTreeMap<String, Option<String>> = consumer_inputs(snapshot)
+        .into_iter()
+        .map(|c| (c.id, c.zone))
+        .collect();
+    ids.iter()
+        .map(|id| ConsumerInput {
+            id: id.clone(),
+            zone: map
+                .pod_of
+                .get(id)
+                .and_then(|pod| zones.get(pod).cloned().flatten()),
+        })
+        .collect()
+}
+
+/// `ClientsMismatch` (`consumerIds: Client`): every connected client runs in a pod of the group
+/// and every Ready pod runs a client. Without clients as consumers, a condition left from an
+/// earlier `Client` spec is cleared.
+fn clients_condition(
+    current: &ConsumerGroupStatus,
+    clients: Option<(usize, &ClientMap)>,
+) -> Option<Desired> {
+    let Some((count, map)) = clients else {
+        return conditions::while_it_holds(
+            &current.conditions,
+            None,
+            Desired::new(
+                CLIENTS_MISMATCH,
+                false,
+                "PodConsumers",
+                "consumerIds is Pod: the pods are the consumers",
+            ),
+        );
+    };
+    if map.matches() {
+        return Some(Desired::new(
+            CLIENTS_MISMATCH,
+            false,
+            "ClientsMatchPods",
+            format!(
+                "{count} connected clients, each in a Ready pod of the group, and every Ready pod runs one"
+            ),
+        ));
+    }
+    let mut parts = Vec::new();
+    if !map.without_pod.is_empty() {
+        parts.push(format!(
+            "{} connected clients run in no pod of the group (status.clientsWithoutPod): {}",
+            map.without_pod.len(),
+            name_some(&map.without_pod, 10)
+        ));
+    }
+    if !map.pods_without_client.is_empty() {
+        parts.push(format!(
+            "{} Ready pods run no connected client (status.podsWithoutClient): {}",
+            map.pods_without_client.len(),
+            name_some(&map.pods_without_client, 10)
+        ));
+    }
+    Some(Desired::new(
+        CLIENTS_MISMATCH,
+        true,
+        "ClientsMismatch",
+        parts.join("; "),
+    ))
 }
 
 /// Pod patches: members get their label and queues, leavers lose both, pods on their way out
@@ -369,6 +520,7 @@ fn previous_allocation(
             let queues = p.annotations().get(consumers::QUEUES_ANNOTATION)?;
             Some(ConsumerAssignment {
                 consumer: p.name_any(),
+                pod: None,
                 queues: serde_json::from_str(queues).ok()?,
             })
         })
@@ -386,7 +538,7 @@ fn with_unannotated(
     mut previous: Allocation,
     labelled: &[std::sync::Arc<Pod>],
     group: &str,
-    allocation: &Allocation,
+    allocation: &[ConsumerAssignment],
     oversized: &[&str],
 ) -> Allocation {
     for pod in labelled {
@@ -397,7 +549,7 @@ fn with_unannotated(
         {
             continue;
         }
-        let unseen = allocation.assignments.iter().find(|a| a.consumer == name);
+        let unseen = allocation.iter().find(|a| a.consumer == name);
         previous.assignments.extend(unseen.cloned());
     }
     previous
@@ -407,17 +559,12 @@ fn with_unannotated(
 fn build_status(
     group: &ConsumerGroup,
     current: &ConsumerGroupStatus,
-    previous: Option<&Allocation>,
+    rebalanced: bool,
     mut allocation: Allocation,
     extra: Vec<Desired>,
     budget: usize,
     now: Timestamp,
 ) -> (ConsumerGroupStatus, bool) {
-    // No assignment in force (`previous` is None) is an empty one once a rebalance happened: an
-    // empty group that stays empty has not rebalanced.
-    let before = previous.map_or(&[][..], |p| p.assignments.as_slice());
-    let rebalanced =
-        current.last_rebalance_time.is_none() || !same_assignment(before, &allocation.assignments);
     if !rebalanced {
         // Same assignment: keep the numbers of the last rebalance instead of resetting them.
         allocation.moved_queues = current.allocation.moved_queues;
@@ -614,6 +761,7 @@ fn failure_with(
         events,
         moved: None,
         outcome: Outcome::Failed(reason),
+        clients: None,
     }
 }
 

@@ -98,7 +98,7 @@ fn snapshot(group: ConsumerGroup, topics: Vec<Arc<Topic>>, pods: Vec<Pod>) -> Sn
 
 fn snapshot_with(
     group: ConsumerGroup,
-    topics: Result<Vec<Arc<Topic>>, String>,
+    topics: Result<Vec<Arc<Topic>>, TopicProblem>,
     workload: Result<Workload, WorkloadProblem>,
     mut pods: Vec<Pod>,
 ) -> Snapshot {
@@ -125,6 +125,7 @@ fn snapshot_with(
         pods: selected,
         labelled,
         node_zones: BTreeMap::new(),
+        clients: None,
     }
 }
 
@@ -162,12 +163,15 @@ fn applied(snapshot: &Snapshot, decision: &Decision) -> Snapshot {
         merge(&mut object, patch);
         *pod = serde_json::from_value(object).unwrap();
     }
-    snapshot_with(
-        group,
-        snapshot.topics.clone(),
-        snapshot.workload.clone(),
-        pods.into_values().collect(),
-    )
+    Snapshot {
+        clients: snapshot.clients.clone(),
+        ..snapshot_with(
+            group,
+            snapshot.topics.clone(),
+            snapshot.workload.clone(),
+            pods.into_values().collect(),
+        )
+    }
 }
 
 fn condition<'a>(status: &'a ConsumerGroupStatus, type_: &str) -> &'a Condition {
@@ -414,7 +418,7 @@ fn a_failure_keeps_the_assignment_and_warns_once() {
     pods.push(pod("c"));
     let s = snapshot_with(
         (*before.group).clone(),
-        Err("orders".into()),
+        Err(TopicProblem::NotFound("orders".into())),
         before.workload.clone(),
         pods,
     );
@@ -581,7 +585,7 @@ fn now_appears_only_in_transition_times_and_the_last_rebalance() {
     // A fresh group (every condition new), then a failure (one condition changes).
     let fresh = snapshot(group(json!({})), vec![orders(8)], vec![pod("a"), pod("b")]);
     let failing = Snapshot {
-        topics: Err("orders".into()),
+        topics: Err(TopicProblem::NotFound("orders".into())),
         ..converged()
     };
     for s in [fresh, failing] {
@@ -664,4 +668,175 @@ fn truncated_status_with_an_oversized_annotation_converges() {
     assert!(d.write_status);
     assert_eq!(d.status.last_rebalance_time, Some(Time(at(120))));
     assert!(d.events.iter().any(|e| e.reason == "Rebalanced"));
+}
+
+// consumerIds: Client
+
+/// A Ready consumer pod with IP `ip`.
+fn pod_at(name: &str, ip: &str) -> Pod {
+    let mut pod = pod(name);
+    pod.status.as_mut().unwrap().pod_ip = Some(ip.into());
+    pod
+}
+
+/// A Client group over `orders(queues)` with pods `a` (10.0.0.1) and `b` (10.0.0.2), and the
+/// broker reporting `clients`.
+fn client_snapshot(queues: u32, clients: &[&str]) -> Snapshot {
+    Snapshot {
+        clients: Some(Ok(clients.iter().map(|c| c.to_string()).collect())),
+        ..snapshot(
+            group(json!({"consumerIds": "Client"})),
+            vec![orders(queues)],
+            vec![pod_at("a", "10.0.0.1"), pod_at("b", "10.0.0.2")],
+        )
+    }
+}
+
+#[test]
+fn clients_are_the_consumers_and_each_is_reported_with_its_pod() {
+    let s = client_snapshot(8, &["10.0.0.2@1#77", "10.0.0.1@1#99"]);
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Planned);
+    // Allocated among the client ids in Java order, exactly what each client computes.
+    let a = &d.status.allocation.assignments;
+    assert_eq!(
+        assigned(&d.status),
+        [
+            ("10.0.0.1@1#99".to_string(), queues("0-3")),
+            ("10.0.0.2@1#77".to_string(), queues("4-7")),
+        ]
+    );
+    assert_eq!(a[0].pod.as_deref(), Some("a"));
+    assert_eq!(a[1].pod.as_deref(), Some("b"));
+    // Each pod is told the queues of the client it runs.
+    assert_eq!(
+        d.pod_patches,
+        [
+            (
+                "a".to_string(),
+                consumers::member_patch(GROUP, &queues("0-3"))
+            ),
+            (
+                "b".to_string(),
+                consumers::member_patch(GROUP, &queues("4-7"))
+            ),
+        ]
+    );
+    let c = condition(&d.status, CLIENTS_MISMATCH);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ClientsMatchPods")
+    );
+    assert!(d.status.clients_without_pod.is_empty() && d.status.pods_without_client.is_empty());
+    // Applied, the same world decides nothing new.
+    let again = decide(&applied(&s, &d), at(30), BUDGETS);
+    assert!(!again.write_status, "{:#?}", again.status);
+    assert!(again.pod_patches.is_empty() && again.events.is_empty());
+}
+
+#[test]
+fn clients_without_a_pod_and_pods_without_a_client_raise_clients_mismatch_once() {
+    let s = client_snapshot(8, &["10.0.0.1@x", "192.168.0.5@elsewhere"]);
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.status.clients_without_pod, ["192.168.0.5@elsewhere"]);
+    assert_eq!(d.status.pods_without_client, ["b"]);
+    let c = condition(&d.status, CLIENTS_MISMATCH);
+    assert_eq!(c.status, "True");
+    assert!(
+        c.message.contains("192.168.0.5@elsewhere") && c.message.contains("b"),
+        "{}",
+        c.message
+    );
+    let warning = d
+        .events
+        .iter()
+        .find(|e| e.reason == CLIENTS_MISMATCH)
+        .expect("a ClientsMismatch Event");
+    assert!(warning.warning);
+    // The client outside the group's pods still owns queues: that is what the clients compute.
+    let outside = d
+        .status
+        .allocation
+        .assignments
+        .iter()
+        .find(|a| a.consumer == "192.168.0.5@elsewhere")
+        .unwrap();
+    assert_eq!(outside.pod, None);
+    assert!(!outside.queues.is_empty());
+    // Pod b runs no client: it is not told any queues.
+    assert!(d.pod_patches.iter().all(|(name, _)| name == "a"));
+    let again = decide(&applied(&s, &d), at(30), BUDGETS);
+    assert!(!again.write_status && again.events.is_empty());
+}
+
+#[test]
+fn idle_consumers_counts_the_clients_not_the_replicas() {
+    // Two replicas, two queues, three clients (one pod runs two): one client is idle.
+    let s = client_snapshot(2, &["10.0.0.1@a", "10.0.0.1@b", "10.0.0.2@c"]);
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.status.allocation.idle_consumers, ["10.0.0.2@c"]);
+    let c = condition(&d.status, IDLE);
+    assert_eq!(c.status, "True");
+    assert!(c.message.contains("3 consumers"), "{}", c.message);
+    assert_eq!(d.clients.as_ref().map(|m| m.matches()), Some(true));
+}
+
+#[test]
+fn unreadable_clients_keep_the_last_assignment() {
+    let first = client_snapshot(8, &["10.0.0.1@x"]);
+    let d = decide(&first, at(0), BUDGETS);
+    let converged = applied(&first, &d);
+    let broken = Snapshot {
+        clients: Some(Err(super::super::fetch::ClientsProblem::BrokerUnreachable(
+            "connection refused".into(),
+        ))),
+        ..converged.clone()
+    };
+    let d2 = decide(&broken, at(30), BUDGETS);
+    assert_eq!(d2.outcome, Outcome::Failed("BrokerUnreachable"));
+    assert!(d2.pod_patches.is_empty());
+    assert_eq!(
+        d2.status.allocation,
+        converged.group.status.as_ref().unwrap().allocation
+    );
+    let ready = condition(&d2.status, READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "BrokerUnreachable")
+    );
+    assert!(
+        d2.events
+            .iter()
+            .any(|e| e.warning && e.reason == "BrokerUnreachable")
+    );
+}
+
+#[test]
+fn back_to_pod_consumers_clears_clients_mismatch() {
+    let first = client_snapshot(8, &["192.168.0.5@elsewhere"]);
+    let d = decide(&first, at(0), BUDGETS);
+    assert_eq!(condition(&d.status, CLIENTS_MISMATCH).status, "True");
+    let converged = applied(&first, &d);
+    let mut group = (*converged.group).clone();
+    group.spec.consumer_ids = crate::api::ConsumerIds::Pod;
+    let pods = Snapshot {
+        group: Arc::new(group),
+        clients: None,
+        ..converged
+    };
+    let d2 = decide(&pods, at(30), BUDGETS);
+    let c = condition(&d2.status, CLIENTS_MISMATCH);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "PodConsumers")
+    );
+    assert!(d2.status.clients_without_pod.is_empty());
+    assert_eq!(d2.status.allocation.assignments.len(), 2);
+    assert!(
+        d2.status
+            .allocation
+            .assignments
+            .iter()
+            .all(|a| a.pod.is_none())
+    );
 }

@@ -1,7 +1,8 @@
-//! Fetch: everything one group's decision needs, read from the watch caches. The only request
-//! it may make is the scale subresource of a workload kind the operator does not cache.
+//! Fetch: everything one group's decision needs, read from the watch caches. The only requests
+//! it may make are the scale subresource of a workload kind the operator does not cache, and,
+//! with `consumerIds: Client`, the brokers' list of the group's connected clients.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -16,6 +17,7 @@ use crate::controller::Error;
 use crate::controller::consumers::GROUP_LABEL;
 use crate::controller::index::{parse_selector, selector_from_string};
 use crate::controller::scope::Scope;
+use crate::rocketmq::{RemotingClient, Timeouts};
 
 /// Where a group's consumers come from, resolved.
 #[derive(Debug, Clone)]
@@ -53,13 +55,54 @@ impl WorkloadProblem {
     }
 }
 
+/// Why a group's topics cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicProblem {
+    /// No Topic of that name in the group's namespace.
+    NotFound(String),
+    /// The Topic exists but this operator cannot read it.
+    Unreadable {
+        /// The Topic's name.
+        name: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Why a `consumerIds: Client` group's clients could not be read; each is a condition reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientsProblem {
+    /// A topic is not read from NameServers, so no broker is known to ask.
+    #[error(
+        "consumerIds Client needs every topic to sync from NameServers: Topic {0} has no spec.nameServers"
+    )]
+    NoNameServers(String),
+    /// A topic's route has not been read yet (or names no master).
+    #[error("Topic {0} has no route with a broker master yet (status.observed)")]
+    NotSynced(String),
+    /// No broker of a topic answered.
+    #[error("cannot read the group's clients from the brokers: {0}")]
+    BrokerUnreachable(String),
+}
+
+impl ClientsProblem {
+    /// Condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ClientsProblem::NoNameServers(_) => "ClientsNeedNameServers",
+            ClientsProblem::NotSynced(_) => "TopicNotSynced",
+            ClientsProblem::BrokerUnreachable(_) => "BrokerUnreachable",
+        }
+    }
+}
+
 /// One group and its world, as the caches hold them.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// The group.
     pub group: Arc<ConsumerGroup>,
-    /// Its topics in subscription order, or the first that does not exist.
-    pub topics: Result<Vec<Arc<Topic>>, String>,
+    /// Its topics in subscription order, or the first that cannot be used.
+    pub topics: Result<Vec<Arc<Topic>>, TopicProblem>,
     /// Its consumers' selector and desired replicas.
     pub workload: Result<Workload, WorkloadProblem>,
     /// Pods the selector matches (Ready or not).
@@ -68,6 +111,8 @@ pub struct Snapshot {
     pub labelled: Vec<Arc<Pod>>,
     /// Zone of each node the pods run on (zone-aware strategies only).
     pub node_zones: BTreeMap<String, Option<String>>,
+    /// `consumerIds: Client`: the client ids connected to the group's brokers, sorted.
+    pub clients: Option<Result<Vec<String>, ClientsProblem>>,
 }
 
 /// Kinds whose objects are cached (`apps/v1`): no request is needed for their scale.
@@ -76,15 +121,22 @@ const CACHED_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "ReplicaSet"];
 /// Reads one group's world from the caches.
 pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot, Error> {
     let namespace = group.namespace().ok_or(Error::NoNamespace)?;
-    let topics = group
+    let topics: Result<Vec<Arc<Topic>>, TopicProblem> = group
         .spec
         .topics
         .iter()
         .map(|name| {
-            scope
+            let topic = scope
                 .topics
                 .get(&ObjectRef::new(name).within(&namespace))
-                .ok_or_else(|| name.clone())
+                .ok_or_else(|| TopicProblem::NotFound(name.clone()))?;
+            match crate::controller::watch::unreadable(topic.as_ref()) {
+                Some(error) => Err(TopicProblem::Unreadable {
+                    name: name.clone(),
+                    error: error.to_string(),
+                }),
+                None => Ok(topic),
+            }
         })
         .collect();
     let workload = resolve(&group, &namespace, scope).await?;
@@ -121,6 +173,10 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
     } else {
         BTreeMap::new()
     };
+    let clients = match &topics {
+        Ok(topics) if group.spec.client_mode() => Some(connected_clients(&group, topics).await),
+        _ => None,
+    };
     Ok(Snapshot {
         group,
         topics,
@@ -128,7 +184,78 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
         pods,
         labelled,
         node_zones,
+        clients,
     })
+}
+
+/// The RocketMQ group name of `group`: `spec.groupName`, or its own name.
+pub fn rocketmq_group(group: &ConsumerGroup) -> String {
+    group
+        .spec
+        .group_name
+        .clone()
+        .unwrap_or_else(|| group.name_any())
+}
+
+/// The ids of the clients connected under the group's RocketMQ name, from a broker master of
+/// each topic (`GET_CONSUMER_LIST_BY_GROUP`): a client heartbeats to every broker of the topics
+/// it subscribes, and a RocketMQ client asks one of its topic's brokers the same question before
+/// it allocates. Brokers of one topic are tried in name order until one answers; the lists of
+/// the topics are joined (they differ only while a client is joining or leaving).
+async fn connected_clients(
+    group: &ConsumerGroup,
+    topics: &[Arc<Topic>],
+) -> Result<Vec<String>, ClientsProblem> {
+    let name = rocketmq_group(group);
+    let mut asked: BTreeSet<String> = BTreeSet::new();
+    let mut clients: BTreeSet<String> = BTreeSet::new();
+    for topic in topics {
+        let topic_name = topic.name_any();
+        if topic.spec.name_servers.as_ref().is_none_or(Vec::is_empty) {
+            return Err(ClientsProblem::NoNameServers(topic_name));
+        }
+        let masters: Vec<String> = topic
+            .status
+            .as_ref()
+            .and_then(|s| s.observed.as_ref())
+            .map(|o| {
+                o.brokers
+                    .iter()
+                    .filter_map(|b| b.master_addr.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if masters.is_empty() {
+            return Err(ClientsProblem::NotSynced(topic_name));
+        }
+        if masters.iter().any(|m| asked.contains(m)) {
+            continue;
+        }
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for addr in masters {
+            let result = match RemotingClient::connect(&addr, Timeouts::default()).await {
+                Ok(client) => client.consumer_ids(&name).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ids) => {
+                    clients.extend(ids);
+                    asked.insert(addr);
+                    answered = true;
+                    break;
+                }
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        if !answered {
+            return Err(ClientsProblem::BrokerUnreachable(format!(
+                "Topic {topic_name}: {}",
+                errors.join("; ")
+            )));
+        }
+    }
+    Ok(clients.into_iter().collect())
 }
 
 /// Zone-aware strategies read the nodes' zones.

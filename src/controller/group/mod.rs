@@ -2,6 +2,7 @@
 //! caches, [`decide`] computes (purely) what should be written, [`apply`] writes exactly that.
 
 pub mod apply;
+pub mod clients;
 pub mod decide;
 pub mod fetch;
 
@@ -26,6 +27,8 @@ pub const IDLE: &str = "IdleConsumers";
 pub const TRUNCATED: &str = "StatusTruncated";
 /// Condition type: some pods' queues are too many for their annotation.
 pub const ANNOTATIONS_TRUNCATED: &str = "AnnotationsTruncated";
+/// Condition type (`consumerIds: Client`): connected clients and Ready pods do not match.
+pub const CLIENTS_MISMATCH: &str = "ClientsMismatch";
 
 /// How often a group is re-planned without any event (drift safety net).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -60,6 +63,11 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
         // A cache's writer is gone: the operator is shutting down.
         return Ok(Action::await_change());
     }
+    if let Some(reason) = super::watch::unreadable(group.as_ref()) {
+        // Its status and its pods' queues stay as they are: the last good assignment.
+        ctx.report_unreadable(group.as_ref(), reason).await;
+        return Ok(Action::await_change());
+    }
     let snapshot = fetch::fetch(group.clone(), scope).await?;
     let budgets = Budgets {
         status: ctx.status_budget,
@@ -71,6 +79,13 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
         Applied::NotLeader => return Ok(Action::await_change()),
         Applied::Done => {}
     }
+    // Clients join and leave without a Kubernetes event: a Client group is read again every
+    // sync period.
+    let resync = if group.spec.client_mode() {
+        ctx.sync_period
+    } else {
+        RESYNC
+    };
     let labels =
         super::metrics::Metrics::group(&group.namespace().unwrap_or_default(), &group.name_any());
     match &decision.outcome {
@@ -85,7 +100,19 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
                     .get_or_create(&labels)
                     .inc_by(moved);
             }
-            Ok(Action::requeue(RESYNC))
+            if let Some(map) = &decision.clients {
+                for (kind, count) in [
+                    ("without_pod", map.without_pod.len()),
+                    ("pod_without_client", map.pods_without_client.len()),
+                ] {
+                    let labels = super::metrics::Metrics::mismatch(&labels, kind);
+                    ctx.metrics
+                        .clients_mismatched
+                        .get_or_create(&labels)
+                        .set(count as i64);
+                }
+            }
+            Ok(Action::requeue(resync))
         }
         Outcome::Failed(reason) => {
             tracing::warn!(group = %group.name_any(), reason, "keeping the last good assignment");
@@ -94,7 +121,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
             if *reason == "InvalidSpec" {
                 Ok(Action::await_change())
             } else {
-                Ok(Action::requeue(RESYNC))
+                Ok(Action::requeue(resync))
             }
         }
     }
