@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,11 +16,11 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams,
 use kube::{Client, ResourceExt};
 use rebalancer::api::ConsumerGroup;
 use serde_json::{Value, json};
-use support::envtest::{HARNESS_MANAGER, Server};
+use support::envtest::Server;
 use support::fixtures::{Env, condition_is, group_of, queues_of};
 use support::operator::{Launch, Operator};
 use support::proxy::{CountingProxy, Hold};
-use support::{chart, eventually, eventually_within};
+use support::{eventually, eventually_within};
 
 /// Topic `orders`, 2 brokers × 4 queues.
 const ORDERS: [(&str, u32); 2] = [("broker-a", 4), ("broker-b", 4)];
@@ -691,50 +690,32 @@ async fn an_unreadable_object_stalls_nothing_and_is_reported() {
 // The API server restarted under a running operator.
 // ---------------------------------------------------------------------------------------------
 
-/// One test's world on a server of its own (which it may restart): what `Env::with_chart_values`
-/// sets up on the shared server. (Could move to tests/support as a constructor of `Env` that
-/// takes an owned server.)
+/// One test's world on a server of its own (which it may restart), and the outages it caused.
 struct OwnEnv {
-    server: Server,
-    client: Client,
-    ns: String,
-    kubeconfig: PathBuf,
-    dir: PathBuf,
+    env: Env,
     /// From each stop of kube-apiserver until shortly after it was ready again.
     outages: Vec<(Timestamp, Timestamp)>,
 }
 
+impl std::ops::Deref for OwnEnv {
+    type Target = Env;
+
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
+
+impl std::ops::DerefMut for OwnEnv {
+    fn deref_mut(&mut self) -> &mut Env {
+        &mut self.env
+    }
+}
+
 impl OwnEnv {
     async fn start(test: &str) -> Option<OwnEnv> {
-        let assets = support::envtest::assets(test)?;
-        let helm = chart::helm(test)?;
-        let server = Server::start(&assets)
-            .await
-            .unwrap_or_else(|e| panic!("the test's own API server did not start: {e}"));
-        let client = server.admin().await.expect("admin client");
-        let ns = server.namespace(&client, test).await;
-        let token = chart::install_rbac(&client, &helm, &ns, &[]).await;
-        let kubeconfig = server.write_kubeconfig(&ns, &token);
-        let dir = server.scratch(&ns);
         Some(OwnEnv {
-            server,
-            client,
-            ns,
-            kubeconfig,
-            dir,
+            env: Env::on_own_server(test).await?,
             outages: Vec::new(),
-        })
-    }
-
-    fn operator(&self, identity: &str) -> Operator {
-        Operator::start(Launch {
-            kubeconfig: &self.kubeconfig,
-            lease_namespace: &self.ns,
-            namespaces: vec![self.ns.clone()],
-            identity: identity.to_string(),
-            lease_duration: LEASE_SECS,
-            log_dir: &self.dir,
-            extra_args: Vec::new(),
         })
     }
 
@@ -755,37 +736,6 @@ impl OwnEnv {
             .push((from, Timestamp::now() + SignedDuration::from_secs(2)));
         self.client = self.server.admin().await.expect("admin client");
         started.elapsed()
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn apply<K>(&self, object: Value) -> K
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        self.api::<K>()
-            .patch(
-                &name,
-                &PatchParams::apply(HARNESS_MANAGER).force(),
-                &Patch::Apply(&object),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("applying {name}: {e}"))
     }
 
     /// A Ready pod labelled `app`.

@@ -33,20 +33,20 @@ mod support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rebalancer::api::{Allocation, ConsumerAssignment, ConsumerGroup, QueueRange, Topic};
 use serde_json::{Value, json};
-use support::envtest::{HARNESS_MANAGER, Server};
-use support::fixtures::{GROUP_LABEL, QUEUES_ANNOTATION};
-use support::operator::{Launch, Operator};
+use support::envtest::HARNESS_MANAGER;
+use support::fixtures::{Env, GROUP_LABEL, QUEUES_ANNOTATION};
+use support::operator::Operator;
 
 const TEST: &str = "envtest-random";
 
@@ -64,8 +64,6 @@ const CONVERGE_BOUND: Duration = Duration::from_secs(10);
 /// operator's requests with 403 (up to ~15 s, for requests it granted before the restart and
 /// grants again after): operator log lines with a 403 in that window are no finding.
 const RBAC_WARMUP: SignedDuration = SignedDuration::from_secs(30);
-/// `--lease-duration` of the replicas.
-const LEASE_SECS: u64 = 4;
 /// The Lease the replicas share (the binary's default name).
 const LEASE: &str = "rebalancer-leader";
 /// A topic no test object ever creates.
@@ -351,11 +349,21 @@ impl World {
 // The cluster: an API server of this test's own, with the chart's RBAC in one namespace.
 
 struct Cluster {
-    server: Server,
-    client: Client,
-    ns: String,
-    kubeconfig: PathBuf,
-    dir: PathBuf,
+    env: Env,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Env;
+
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Env {
+        &mut self.env
+    }
 }
 
 /// What the API holds of the world at one moment.
@@ -365,48 +373,11 @@ struct Observed {
 }
 
 impl Cluster {
-    /// What `Env::with_chart_values` does on the shared server, on a server of our own (this test
-    /// restarts it). `None` after a SKIP line when the suite may skip here.
+    /// A namespace with the chart's RBAC on a server of our own (this test restarts it). `None`
+    /// after a SKIP line when the suite may skip here.
     async fn start(test: &str) -> Option<Cluster> {
-        let assets = support::envtest::assets(test)?;
-        let helm = support::chart::helm(test)?;
-        let server = Server::start(&assets)
-            .await
-            .unwrap_or_else(|e| panic!("the envtest API server did not start: {e}"));
-        let client = server.admin().await.expect("admin client");
-        let ns = server.namespace(&client, test).await;
-        let token = support::chart::install_rbac(&client, &helm, &ns, &[]).await;
-        let kubeconfig = server.write_kubeconfig(&ns, &token);
-        let dir = server.scratch(&ns);
         Some(Cluster {
-            server,
-            client,
-            ns,
-            kubeconfig,
-            dir,
-        })
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    fn operator(&self, identity: &str) -> Operator {
-        Operator::start(Launch {
-            kubeconfig: &self.kubeconfig,
-            lease_namespace: &self.ns,
-            namespaces: vec![self.ns.clone()],
-            identity: identity.to_string(),
-            lease_duration: LEASE_SECS,
-            log_dir: &self.dir,
-            extra_args: Vec::new(),
+            env: Env::on_own_server(test).await?,
         })
     }
 

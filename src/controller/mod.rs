@@ -378,6 +378,13 @@ fn sweep_controller(
 
 /// The controllers of one namespace (or all): their caches, and a future that runs them until
 /// shutdown.
+///
+/// Topics are watched twice (group and Topic controllers) and ConsumerGroups twice (group
+/// controller and sweep). kube's shared reflectors (`reflect_shared`, `for_shared_stream`) would
+/// halve that, but their subscribers are not told of deletions (only applied objects and the
+/// objects of a finished list are dispatched), and both second uses exist for deletions: a
+/// deleted Topic must re-plan its groups at once, and a deleted group must start its pods'
+/// sweep.
 fn run_scope(
     client: &Client,
     ctx: &Arc<Context>,

@@ -22,10 +22,29 @@ pub const GROUP_LABEL: &str = "rebalancer.dev/consumer-group";
 /// Pod annotation holding the pod's queues (the operator's contract).
 pub const QUEUES_ANNOTATION: &str = "rebalancer.dev/queues";
 
-/// A test's namespace on the shared server.
+/// The API server of an [`Env`].
+pub enum ServerHandle {
+    /// The test binary's shared server.
+    Shared(&'static Server),
+    /// A server of the test's own, which it may restart or crash.
+    Own(Box<Server>),
+}
+
+impl std::ops::Deref for ServerHandle {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        match self {
+            ServerHandle::Shared(s) => s,
+            ServerHandle::Own(s) => s,
+        }
+    }
+}
+
+/// A test's namespace on the shared server (or on its own, [`Env::on_own_server`]).
 pub struct Env {
     /// The server.
-    pub server: &'static Server,
+    pub server: ServerHandle,
     /// Admin client.
     pub client: Client,
     /// The test's namespace.
@@ -49,19 +68,34 @@ impl Env {
     pub async fn with_chart_values(test: &str, values: &[&str]) -> Option<Env> {
         let server = shared(test).await?;
         let helm = chart::helm(test)?;
+        Some(Env::set_up(test, ServerHandle::Shared(server), helm, values).await)
+    }
+
+    /// What [`Env::new`] sets up, on an API server of the test's own (for tests that restart or
+    /// crash it).
+    pub async fn on_own_server(test: &str) -> Option<Env> {
+        let assets = super::envtest::assets(test)?;
+        let helm = chart::helm(test)?;
+        let server = Server::start(&assets)
+            .await
+            .unwrap_or_else(|e| panic!("the test's own API server did not start: {e}"));
+        Some(Env::set_up(test, ServerHandle::Own(Box::new(server)), helm, &[]).await)
+    }
+
+    async fn set_up(test: &str, server: ServerHandle, helm: PathBuf, values: &[&str]) -> Env {
         let client = server.admin().await.expect("admin client");
         let ns = server.namespace(&client, test).await;
         let token = chart::install_rbac(&client, &helm, &ns, values).await;
         let kubeconfig = server.write_kubeconfig(&ns, &token);
         let dir = server.scratch(&ns);
-        Some(Env {
+        Env {
             server,
             client,
             ns,
             helm,
             kubeconfig,
             dir,
-        })
+        }
     }
 
     /// Starts a replica watching this namespace (Lease `rebalancer-leader` in it).
