@@ -29,6 +29,9 @@ use support::{eventually, random_suffix};
 
 /// The operator's `--sync-period` (also how often a Client group's clients are read), seconds.
 const SYNC_PERIOD: u64 = 1;
+/// The operator's `--client-grace`, seconds: how long clients may hold other queues than
+/// computed before `ClientsDiverge=True`.
+const CLIENT_GRACE: u64 = 3;
 
 fn timeouts() -> Timeouts {
     Timeouts {
@@ -85,7 +88,13 @@ impl World {
                    "consumers": {"selector": {"matchLabels": {"app": "consumer"}}}}),
         )
         .await;
-        let op = env.operator_with("op", vec![format!("--sync-period={SYNC_PERIOD}")]);
+        let op = env.operator_with(
+            "op",
+            vec![
+                format!("--sync-period={SYNC_PERIOD}"),
+                format!("--client-grace={CLIENT_GRACE}"),
+            ],
+        );
         env.wait_holder("op").await;
         Some(World {
             env,
@@ -228,7 +237,9 @@ async fn the_status_is_what_real_clients_hold_also_after_one_stops() {
     // Six queues (three on each broker) over three clients.
     let group = wait_agreement(&world, &[&c1, &c2, &c3], 6, "three clients", |g| {
         condition_is(g, "ClientsMismatch", "False")?;
-        condition_is(g, "IdleConsumers", "False")
+        condition_is(g, "IdleConsumers", "False")?;
+        // The operator asked each client too, and they agree.
+        condition_is(g, "ClientsDiverge", "False")
     })
     .await;
     assert_eq!(
@@ -400,4 +411,73 @@ async fn a_topic_without_name_servers_is_refused_clearly() {
     })
     .await;
     assert!(warning.2.contains("nameServers"), "{warning:?}");
+}
+
+#[tokio::test]
+async fn clients_running_another_strategy_than_the_spec_diverge() {
+    let test = "client-ids-diverge";
+    let Some(world) = World::new(test, &[0], 4).await else {
+        return;
+    };
+    // The spec says round robin; the clients run their default, Averagely.
+    world
+        .env
+        .group(
+            "consumer",
+            json!({"topics": ["orders"], "consumerIds": "Client", "groupName": world.group,
+                   "strategy": "AveragelyByCircle",
+                   "consumers": {"selector": {"matchLabels": {"app": "consumer"}}}}),
+        )
+        .await;
+    world.pod("consumer-1", "10.4.0.1").await;
+    world.pod("consumer-2", "10.4.0.2").await;
+    let a = world.client(test, "10.4.0.1", "a").await;
+    let b = world.client(test, "10.4.0.2", "b").await;
+    let group = world
+        .env
+        .wait_group("consumer", "ClientsDiverge=True", |g| {
+            condition_is(g, "ClientsDiverge", "True")
+        })
+        .await;
+    let message = &condition(&group, "ClientsDiverge").unwrap().message;
+    assert!(message.contains("10.4.0.1@a, 10.4.0.2@b"), "{message}");
+    // What the status computes is indeed not what the clients hold.
+    let t = &world.topic;
+    let computed = status_queues(&group).unwrap();
+    assert_ne!(computed.get("10.4.0.1@a"), Some(&a.queues_of(t)));
+    assert_eq!(a.queues_of(t).len() + b.queues_of(t).len(), 4);
+    let warning = eventually("a ClientsDiverge Warning", || async {
+        world
+            .env
+            .events_of("ConsumerGroup", "consumer")
+            .await
+            .into_iter()
+            .find(|(t, r, _)| t == "Warning" && r == "ClientsDiverge")
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert!(warning.2.contains("10.4.0.2@b"), "{warning:?}");
+    let labels = format!("namespace=\"{}\",group=\"consumer\"", world.env.ns);
+    assert_eq!(
+        world
+            ._op
+            .metric("rebalancer_clients_diverging", &labels)
+            .await,
+        Some(2.0)
+    );
+
+    // The spec fixed to what the clients run: they agree again.
+    world
+        .env
+        .group(
+            "consumer",
+            json!({"topics": ["orders"], "consumerIds": "Client", "groupName": world.group,
+                   "strategy": "Averagely",
+                   "consumers": {"selector": {"matchLabels": {"app": "consumer"}}}}),
+        )
+        .await;
+    wait_agreement(&world, &[&a, &b], 4, "the fixed spec", |g| {
+        condition_is(g, "ClientsDiverge", "False")
+    })
+    .await;
 }

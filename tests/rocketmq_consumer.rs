@@ -358,3 +358,49 @@ async fn broadcast_consumers_each_hold_and_read_every_queue() {
         .await;
     }
 }
+
+/// The operator's `RemotingClient::held_queues` (`GET_CONSUMER_RUNNING_INFO`, forwarded by the
+/// broker to the client) answers exactly what each client reports holding, retry topic included;
+/// an unknown client id is an error, not an empty answer.
+#[tokio::test]
+async fn asked_through_the_broker_each_client_tells_the_queues_it_holds() {
+    let test = "asked_through_the_broker_each_client_tells_the_queues_it_holds";
+    if support::consumer::binary(test).is_none() {
+        return;
+    }
+    let Some(mq) = shared(test).await else { return };
+    let topic = unique("asked");
+    let group = unique("group");
+    let all = create_topic(mq, &topic, 4).await;
+    let Some(a) = Consumer::start(test, &config(mq, &group, &topic, 1)).await else {
+        return;
+    };
+    let Some(b) = Consumer::start(test, &config(mq, &group, &topic, 2)).await else {
+        return;
+    };
+    wait_split(&[&a, &b], &topic, &all, &[2, 2]).await;
+    let broker = connect(mq.broker_addr()).await;
+    for c in [&a, &b] {
+        let answered: BTreeSet<Queue> = eventually("the client's answer to match", || async {
+            let answer: BTreeSet<Queue> = broker
+                .held_queues(&group, c.client_id())
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
+            if answer == c.queues() {
+                Ok(answer)
+            } else {
+                Err(format!("answered {answer:?}, reports {:?}", c.queues()))
+            }
+        })
+        .await;
+        assert_eq!(
+            answered.iter().filter(|(t, _, _)| t == &topic).count(),
+            2,
+            "{answered:?}"
+        );
+    }
+    let unknown = broker.held_queues(&group, "127.0.0.9@nobody").await;
+    assert!(unknown.is_err(), "{unknown:?}");
+}

@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// read on every change of it).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_period: u64,
+    /// Seconds a `consumerIds: Client` group's clients may hold other queues than computed before
+    /// `ClientsDiverge=True` (clients re-allocate every 20 s by default, and rocketmq-rust's
+    /// broker does not tell them when one leaves).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_grace: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -90,6 +95,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         instance,
         concurrency: args.max_concurrent_reconciles,
         sync_period: Duration::from_secs(args.sync_period),
+        client_grace: Duration::from_secs(args.client_grace),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,6 +11,8 @@ pub struct Desired {
     pub type_: &'static str,
     /// `True` or `False`.
     pub status: bool,
+    /// `Unknown` instead (a state not settled yet).
+    pub unknown: bool,
     /// CamelCase reason.
     pub reason: String,
     /// Human-readable message.
@@ -28,8 +30,29 @@ impl Desired {
         Self {
             type_,
             status,
+            unknown: false,
             reason: reason.into(),
             message: message.into(),
+        }
+    }
+
+    /// A condition whose status is `Unknown`.
+    pub fn unknown(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            unknown: true,
+            ..Self::new(type_, false, reason, message)
+        }
+    }
+
+    fn status_text(&self) -> String {
+        if self.unknown {
+            "Unknown".to_string()
+        } else {
+            status_text(self.status)
         }
     }
 }
@@ -52,7 +75,7 @@ pub fn merge(
         .cloned()
         .collect();
     for d in desired {
-        let status = status_text(d.status);
+        let status = d.status_text();
         let previous = current.iter().find(|c| c.type_ == d.type_);
         let last_transition_time = match previous {
             Some(p) if p.status == status => p.last_transition_time.clone(),

@@ -50,6 +50,8 @@ pub struct Context {
     pub failures: Arc<Failures>,
     /// How often a Topic with `nameServers` reads its route again.
     pub sync_period: Duration,
+    /// How long Client-mode clients may hold other queues than computed (`ClientsDiverge`).
+    pub client_grace: Duration,
     /// One [`NameServers`] per distinct `spec.nameServers` list, so that its failover preference
     /// (the last NameServer that answered) outlives a reconcile.
     name_servers: Arc<Mutex<HashMap<Vec<String>, Arc<NameServers>>>>,
@@ -73,6 +75,7 @@ impl Context {
             status_budget: STATUS_BUDGET_BYTES,
             annotation_budget: super::consumers::ANNOTATION_BUDGET,
             sync_period: DEFAULT_SYNC_PERIOD,
+            client_grace: Duration::from_secs(60),
             name_servers: Arc::default(),
         }
     }

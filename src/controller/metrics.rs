@@ -87,6 +87,8 @@ pub struct Metrics {
     pub queues_moved: Family<GroupLabels, Counter>,
     /// `consumerIds: Client`: clients in no pod of the group, and Ready pods with no client.
     pub clients_mismatched: Family<MismatchLabels, Gauge>,
+    /// `consumerIds: Client`: clients holding other queues than computed for them.
+    pub clients_diverging: Family<GroupLabels, Gauge>,
     /// 1 while this replica holds the leader lease (or runs without leader election).
     pub leader: Gauge,
     /// Successful writes by resource.
@@ -110,6 +112,7 @@ impl Default for Metrics {
         let idle_consumers = Family::<GroupLabels, Gauge>::default();
         let queues_moved = Family::<GroupLabels, Counter>::default();
         let clients_mismatched = Family::<MismatchLabels, Gauge>::default();
+        let clients_diverging = Family::<GroupLabels, Gauge>::default();
         let leader = Gauge::default();
         let writes = Family::<WriteLabels, Counter>::default();
         let topic_sync_failures = Family::<SyncFailureLabels, Counter>::default();
@@ -146,6 +149,11 @@ impl Default for Metrics {
             "consumerIds Client: connected clients in no pod of the group (kind=without_pod), Ready pods running no client (kind=pod_without_client)",
             clients_mismatched.clone(),
         );
+        registry.register(
+            "clients_diverging",
+            "consumerIds Client: clients that hold other queues than computed for them (asked with GET_CONSUMER_RUNNING_INFO)",
+            clients_diverging.clone(),
+        );
         registry.register("leader", "1 when this replica may write", leader.clone());
         registry.register(
             "topic_sync_failures",
@@ -170,6 +178,7 @@ impl Default for Metrics {
             idle_consumers,
             queues_moved,
             clients_mismatched,
+            clients_diverging,
             leader,
             writes,
             topic_sync_failures,

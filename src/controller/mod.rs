@@ -52,6 +52,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// How often a Topic with `nameServers` reads its route again.
     pub sync_period: Duration,
+    /// How long Client-mode clients may hold other queues than computed.
+    pub client_grace: Duration,
 }
 
 /// Requeue after a failed reconcile: exponential for transient failures, slow for refusals that
@@ -493,6 +495,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         settings.instance.clone(),
     );
     ctx.sync_period = settings.sync_period;
+    ctx.client_grace = settings.client_grace;
     let ctx = Arc::new(ctx);
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(

@@ -13,7 +13,7 @@ pub use crate::assign::ConsumerInput;
 pub use input::{
     awaits_sync, consumer_strategy, observed_layout, previous_owners, topic_input, topic_name,
 };
-pub use output::{allocation_from, empty_allocation, owned_queue_count, plan_from};
+pub use output::{allocation_from, empty_allocation, owned_queue_count, plan_from, queue_set};
 pub use topic_status::{TopicCondition, topic_status};
 pub use warning::{PlanWarning, QueueMismatch, idle_on_topic, idle_summary};
 

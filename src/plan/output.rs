@@ -151,6 +151,19 @@ pub fn owned_queue_count(allocation: &Allocation) -> u64 {
         .sum()
 }
 
+/// Every queue of `ranges` as (topic, broker, queue id); unreadable ranges are skipped.
+pub fn queue_set(ranges: &[QueueRange]) -> std::collections::BTreeSet<(String, String, u32)> {
+    let mut out = std::collections::BTreeSet::new();
+    for q in ranges {
+        for (start, end) in crate::assign::ranges::parse_ranges(&q.queue_ids).unwrap_or_default() {
+            for id in start..=end {
+                out.insert((q.topic.clone(), q.broker.clone(), id));
+            }
+        }
+    }
+    out
+}
+
 fn producer_routes(sorted_topics: &[&TopicInput]) -> Vec<ProducerRoute> {
     sorted_topics
         .iter()

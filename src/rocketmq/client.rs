@@ -423,6 +423,56 @@ impl RemotingClient {
     }
 }
 
+impl RemotingClient {
+    /// The queues client `client_id` of `group` holds now, asked through this broker
+    /// (`GET_CONSUMER_RUNNING_INFO`; the broker forwards it to the client, which answers with its
+    /// `ConsumerRunningInfo`, as `mqadmin consumerStatus` shows it): `(topic, broker, queue id)`,
+    /// sorted. Includes the group's retry topic (`%RETRY%<group>`).
+    pub async fn held_queues(
+        &self,
+        group: &str,
+        client_id: &str,
+    ) -> Result<Vec<(String, String, u32)>> {
+        let request = Command::request(
+            code::GET_CONSUMER_RUNNING_INFO,
+            [
+                ("consumerGroup", group),
+                ("clientId", client_id),
+                ("jstackEnable", "false"),
+            ],
+        );
+        let response = self.invoke_ok(request).await?;
+        let raw: RawRunningInfo = self.body("consumer running info", &response)?;
+        raw.into_queues().map_err(|reason| Error::Protocol {
+            addr: self.addr.clone(),
+            reason: format!("consumer running info body: {reason}"),
+        })
+    }
+}
+
+/// The part of a `ConsumerRunningInfo` read here.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRunningInfo {
+    /// Keys are `MessageQueue` objects (fastjson), values `ProcessQueueInfo`.
+    #[serde(default, deserialize_with = "null_default")]
+    mq_table: BTreeMap<String, serde_json::Value>,
+}
+
+impl RawRunningInfo {
+    fn into_queues(self) -> std::result::Result<Vec<(String, String, u32)>, String> {
+        let mut queues = Vec::with_capacity(self.mq_table.len());
+        for key in self.mq_table.keys() {
+            let queue: RawQueue = parse_lenient(key)
+                .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+                .map_err(|e| format!("message queue key {key:?}: {e}"))?;
+            queues.push((queue.topic, queue.broker_name, queue.queue_id));
+        }
+        queues.sort();
+        Ok(queues)
+    }
+}
+
 /// Reads frames until the connection ends, handing each response to its waiter.
 async fn read_loop(
     read: &mut tokio::net::tcp::OwnedReadHalf,
@@ -891,6 +941,25 @@ mod tests {
         let bad: RawConsumeStats =
             parse_body(br#"{"offsetTable":{"x":{"brokerOffset":1}}}"#).unwrap();
         assert!(bad.into_stats().unwrap_err().contains("message queue key"));
+    }
+
+    #[test]
+    fn parses_the_queues_of_a_consumer_running_info() {
+        // As rocketmq-client-rust 1.0.0 answered through a rocketmq-rust broker (shortened).
+        let body = br#"{"properties":{"PROP_CONSUME_TYPE":"CONSUME_PASSIVELY"},"subscriptionSet":[],"mqTable":{{"topic":"%RETRY%g","brokerName":"broker-a","queueId":0}:{"commitOffset":-1,"locked":true,"droped":false},{"topic":"T","brokerName":"broker-a","queueId":3}:{"commitOffset":-1},{"topic":"T","brokerName":"broker-a","queueId":1}:{"commitOffset":-1}},"mqPopTable":{},"statusTable":{}}"#;
+        let raw: RawRunningInfo = parse_body(body).unwrap();
+        assert_eq!(
+            raw.into_queues().unwrap(),
+            [
+                ("%RETRY%g".to_string(), "broker-a".to_string(), 0),
+                ("T".to_string(), "broker-a".to_string(), 1),
+                ("T".to_string(), "broker-a".to_string(), 3),
+            ]
+        );
+        let empty: RawRunningInfo = parse_body(br#"{"mqTable":null}"#).unwrap();
+        assert!(empty.into_queues().unwrap().is_empty());
+        let bad: RawRunningInfo = parse_body(br#"{"mqTable":{"x":{}}}"#).unwrap();
+        assert!(bad.into_queues().unwrap_err().contains("message queue key"));
     }
 
     #[test]

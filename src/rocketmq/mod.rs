@@ -46,6 +46,11 @@ pub mod code {
     /// `GET_CONSUME_STATS = 208` (RequestCode.java); header `GetConsumeStatsRequestHeader`:
     /// consumerGroup, topic (optional); body `admin/ConsumeStats`.
     pub const GET_CONSUME_STATS: i32 = 208;
+    /// `GET_CONSUMER_RUNNING_INFO = 307` (RequestCode.java); header
+    /// `GetConsumerRunningInfoRequestHeader`: consumerGroup, clientId, jstackEnable. The broker
+    /// forwards it to that client, which answers with its `ConsumerRunningInfo` (`mqTable`: the
+    /// queues it holds).
+    pub const GET_CONSUMER_RUNNING_INFO: i32 = 307;
 
     /// `NAME(code)` for messages.
     pub fn name(code: i32) -> String {
@@ -58,6 +63,7 @@ pub mod code {
             GET_ROUTEINFO_BY_TOPIC => "GET_ROUTEINFO_BY_TOPIC",
             GET_BROKER_CLUSTER_INFO => "GET_BROKER_CLUSTER_INFO",
             GET_CONSUME_STATS => "GET_CONSUME_STATS",
+            GET_CONSUMER_RUNNING_INFO => "GET_CONSUMER_RUNNING_INFO",
             _ => "request",
         };
         format!("{name}({code})")

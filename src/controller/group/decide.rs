@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use super::clients::ClientMap;
 use super::fetch::{Snapshot, TopicProblem, needs_zones};
-use super::{ANNOTATIONS_TRUNCATED, CLIENTS_MISMATCH, IDLE, READY, TRUNCATED};
+use super::{ANNOTATIONS_TRUNCATED, CLIENTS_DIVERGE, CLIENTS_MISMATCH, IDLE, READY, TRUNCATED};
 use crate::api::validation::validate_group;
 use crate::api::{
     Allocation, ConsumerAssignment, ConsumerGroup, ConsumerGroupStatus, MessageModel, Topic,
@@ -27,6 +27,8 @@ pub struct Budgets {
     pub status: usize,
     /// Largest `rebalancer.dev/queues` value (bytes).
     pub annotation: usize,
+    /// How long clients may hold other queues than computed before `ClientsDiverge=True`.
+    pub client_grace: std::time::Duration,
 }
 
 /// Whom an Event is about.
@@ -77,6 +79,8 @@ pub struct Decision {
     pub outcome: Outcome,
     /// `consumerIds: Client` (planned): the clients' pods and the mismatches.
     pub clients: Option<ClientMap>,
+    /// `consumerIds: Client` (planned): clients holding other queues than computed for them.
+    pub diverging: Option<usize>,
 }
 
 /// Decides one group.
@@ -210,6 +214,15 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         &current,
         clients.as_ref().map(|(ids, map)| (ids.len(), map)),
     ));
+    let diverging = clients
+        .as_ref()
+        .map(|_| diverging_clients(&topics, &allocation.assignments, &snapshot.held));
+    extra.extend(diverge_condition(
+        &current,
+        diverging.as_ref(),
+        now,
+        budgets.client_grace,
+    ));
     extra.extend(conditions::while_it_holds(
         &current.conditions,
         (!oversized.is_empty()).then(|| {
@@ -306,16 +319,18 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             });
         }
     }
-    if conditions::changed(&current.conditions, &status.conditions, CLIENTS_MISMATCH)
-        && let Some(c) = conditions::find(&status.conditions, CLIENTS_MISMATCH)
-        && c.status == "True"
-    {
-        events.push(EventSpec {
-            regarding: Regarding::Group,
-            warning: true,
-            reason: CLIENTS_MISMATCH.into(),
-            note: c.message.clone(),
-        });
+    for type_ in [CLIENTS_MISMATCH, CLIENTS_DIVERGE] {
+        if conditions::changed(&current.conditions, &status.conditions, type_)
+            && let Some(c) = conditions::find(&status.conditions, type_)
+            && c.status == "True"
+        {
+            events.push(EventSpec {
+                regarding: Regarding::Group,
+                warning: true,
+                reason: type_.into(),
+                note: c.message.clone(),
+            });
+        }
     }
     // Any other change of Ready (a recovery) is reported by the Rebalanced Event or the status.
     let write_status = status != current;
@@ -328,6 +343,7 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         moved,
         outcome: Outcome::Planned,
         clients: clients.map(|(_, map)| map),
+        diverging: diverging.map(|d| d.diverging.len()),
     }
 }
 
@@ -423,6 +439,122 @@ fn clients_condition(
         "ClientsMismatch",
         parts.join("; "),
     ))
+}
+
+/// What the clients that answered hold, against what the allocation computed for them, over the
+/// group's own topics (clients also hold their group's retry topic): (client ids that hold
+/// something else, client ids that did not answer, client ids that answered).
+#[derive(Debug, Default)]
+struct Divergence {
+    diverging: Vec<String>,
+    silent: Vec<String>,
+    answered: usize,
+}
+
+fn diverging_clients(
+    topics: &[&Topic],
+    assignments: &[ConsumerAssignment],
+    held: &BTreeMap<String, Result<std::collections::BTreeSet<super::fetch::HeldQueue>, String>>,
+) -> Divergence {
+    let names: std::collections::BTreeSet<String> =
+        topics.iter().map(|t| crate::plan::topic_name(t)).collect();
+    let mut out = Divergence::default();
+    for (client, answer) in held {
+        match answer {
+            Err(_) => out.silent.push(client.clone()),
+            Ok(queues) => {
+                out.answered += 1;
+                let holds: std::collections::BTreeSet<_> = queues
+                    .iter()
+                    .filter(|(topic, _, _)| names.contains(topic))
+                    .cloned()
+                    .collect();
+                let computed = assignments
+                    .iter()
+                    .find(|a| &a.consumer == client)
+                    .map(|a| crate::plan::queue_set(&a.queues))
+                    .unwrap_or_default();
+                if holds != computed {
+                    out.diverging.push(client.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `ClientsDiverge` (`consumerIds: Client`): whether the clients hold the queues computed for
+/// them. Clients re-allocate on their own schedule (every 20 s by default, and rocketmq-rust's
+/// broker tells no one when a client leaves), so a difference is first `Unknown` (reason
+/// `Rebalancing`), and `True` only once it has lasted `grace`: then the clients do something
+/// else than the spec says (another strategy, another client version, other topics).
+fn diverge_condition(
+    current: &ConsumerGroupStatus,
+    divergence: Option<&Divergence>,
+    now: Timestamp,
+    grace: std::time::Duration,
+) -> Option<Desired> {
+    let Some(d) = divergence else {
+        return conditions::while_it_holds(
+            &current.conditions,
+            None,
+            Desired::new(
+                CLIENTS_DIVERGE,
+                false,
+                "PodConsumers",
+                "consumerIds is Pod: the pods are the consumers",
+            ),
+        );
+    };
+    let silent = if d.silent.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} did not answer: {}",
+            d.silent.len(),
+            name_some(&d.silent, 10)
+        )
+    };
+    if d.diverging.is_empty() {
+        return Some(Desired::new(
+            CLIENTS_DIVERGE,
+            false,
+            "ClientsHoldTheirQueues",
+            format!(
+                "{} clients asked hold exactly the queues computed for them{silent}",
+                d.answered
+            ),
+        ));
+    }
+    let who = name_some(&d.diverging, 10);
+    let since = conditions::find(&current.conditions, CLIENTS_DIVERGE)
+        .filter(|c| c.status == "Unknown" || c.status == "True")
+        .map(|c| (c.status.clone(), c.last_transition_time.0));
+    let lasted = since.as_ref().is_some_and(|(status, from)| {
+        status == "True" || now.duration_since(*from).unsigned_abs() >= grace && now >= *from
+    });
+    let desired = if lasted {
+        Desired::new(
+            CLIENTS_DIVERGE,
+            true,
+            "ClientsDiverge",
+            format!(
+                "{} clients have held other queues than computed for them for {}s or more (another strategy, client version or subscription than the spec?): {who}{silent}",
+                d.diverging.len(),
+                grace.as_secs()
+            ),
+        )
+    } else {
+        Desired::unknown(
+            CLIENTS_DIVERGE,
+            "Rebalancing",
+            format!(
+                "{} clients hold other queues than computed for them, for now (clients re-allocate on their own schedule): {who}{silent}",
+                d.diverging.len()
+            ),
+        )
+    };
+    Some(desired)
 }
 
 /// Pod patches: members get their label and queues, leavers lose both, pods on their way out
@@ -762,6 +894,7 @@ fn failure_with(
         moved: None,
         outcome: Outcome::Failed(reason),
         clients: None,
+        diverging: None,
     }
 }
 

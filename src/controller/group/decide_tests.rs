@@ -14,6 +14,7 @@ const GROUP: &str = "cg";
 const BUDGETS: Budgets = Budgets {
     status: 768 * 1024,
     annotation: 128 * 1024,
+    client_grace: std::time::Duration::from_secs(60),
 };
 
 fn at(second: i64) -> Timestamp {
@@ -126,6 +127,7 @@ fn snapshot_with(
         labelled,
         node_zones: BTreeMap::new(),
         clients: None,
+        held: BTreeMap::new(),
     }
 }
 
@@ -165,6 +167,7 @@ fn applied(snapshot: &Snapshot, decision: &Decision) -> Snapshot {
     }
     Snapshot {
         clients: snapshot.clients.clone(),
+        held: snapshot.held.clone(),
         ..snapshot_with(
             group,
             snapshot.topics.clone(),
@@ -625,6 +628,7 @@ fn truncated_status_with_an_oversized_annotation_converges() {
     let budgets = Budgets {
         status: 300,
         annotation: 57,
+        ..BUDGETS
     };
     let s = snapshot(group(json!({})), vec![orders(11)], vec![pod("a"), pod("b")]);
     let first = decide(&s, at(0), budgets);
@@ -838,5 +842,99 @@ fn back_to_pod_consumers_clears_clients_mismatch() {
             .assignments
             .iter()
             .all(|a| a.pod.is_none())
+    );
+}
+
+/// `client_snapshot` where each client answers that it holds `held` (queue ids of `orders` on
+/// broker-a), plus a queue of its retry topic.
+fn holding(mut s: Snapshot, held: &[(&str, &[u32])]) -> Snapshot {
+    s.held = held
+        .iter()
+        .map(|(client, ids)| {
+            let mut queues: std::collections::BTreeSet<_> = ids
+                .iter()
+                .map(|id| ("orders".to_string(), "broker-a".to_string(), *id))
+                .collect();
+            queues.insert(("%RETRY%cg".to_string(), "broker-a".to_string(), 0));
+            (client.to_string(), Ok(queues))
+        })
+        .collect();
+    s
+}
+
+#[test]
+fn clients_holding_their_computed_queues_do_not_diverge() {
+    let s = holding(
+        client_snapshot(4, &["10.0.0.1@a", "10.0.0.2@b"]),
+        &[("10.0.0.1@a", &[0, 1]), ("10.0.0.2@b", &[2, 3])],
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    let c = condition(&d.status, CLIENTS_DIVERGE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ClientsHoldTheirQueues")
+    );
+    assert!(c.message.starts_with("2 clients asked"), "{}", c.message);
+}
+
+#[test]
+fn clients_that_keep_other_queues_diverge_after_the_grace_only() {
+    // Averagely computes a: 0-1, b: 2-3; the clients run round robin (a: 0,2, b: 1,3).
+    let s = holding(
+        client_snapshot(4, &["10.0.0.1@a", "10.0.0.2@b"]),
+        &[("10.0.0.1@a", &[0, 2]), ("10.0.0.2@b", &[1, 3])],
+    );
+    let first = decide(&s, at(0), BUDGETS);
+    let c = condition(&first.status, CLIENTS_DIVERGE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", "Rebalancing")
+    );
+    assert!(first.events.iter().all(|e| e.reason != CLIENTS_DIVERGE));
+    // Still within the grace: nothing new to write.
+    let s = applied(&s, &first);
+    let within = decide(&s, at(59), BUDGETS);
+    assert!(!within.write_status, "{:#?}", within.status.conditions);
+    // The grace is over: True, once, with a Warning.
+    let over = decide(&s, at(60), BUDGETS);
+    let c = condition(&over.status, CLIENTS_DIVERGE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "ClientsDiverge")
+    );
+    assert!(
+        c.message.contains("10.0.0.1@a, 10.0.0.2@b"),
+        "{}",
+        c.message
+    );
+    let warning = over
+        .events
+        .iter()
+        .find(|e| e.reason == CLIENTS_DIVERGE)
+        .expect("a ClientsDiverge Warning");
+    assert!(warning.warning);
+    let s = applied(&s, &over);
+    let later = decide(&s, at(90), BUDGETS);
+    assert!(!later.write_status && later.events.is_empty());
+    // The clients catch up (or the spec is fixed): False again.
+    let s = holding(s, &[("10.0.0.1@a", &[0, 1]), ("10.0.0.2@b", &[2, 3])]);
+    let fixed = decide(&s, at(120), BUDGETS);
+    assert_eq!(condition(&fixed.status, CLIENTS_DIVERGE).status, "False");
+}
+
+#[test]
+fn a_client_that_does_not_answer_is_named_not_counted_as_diverging() {
+    let mut s = holding(
+        client_snapshot(4, &["10.0.0.1@a", "10.0.0.2@b"]),
+        &[("10.0.0.1@a", &[0, 1])],
+    );
+    s.held.insert("10.0.0.2@b".into(), Err("timed out".into()));
+    let d = decide(&s, at(0), BUDGETS);
+    let c = condition(&d.status, CLIENTS_DIVERGE);
+    assert_eq!(c.status, "False");
+    assert!(
+        c.message.contains("1 did not answer: 10.0.0.2@b"),
+        "{}",
+        c.message
     );
 }

@@ -113,7 +113,15 @@ pub struct Snapshot {
     pub node_zones: BTreeMap<String, Option<String>>,
     /// `consumerIds: Client`: the client ids connected to the group's brokers, sorted.
     pub clients: Option<Result<Vec<String>, ClientsProblem>>,
+    /// `consumerIds: Client`: what each client answered when asked which queues it holds.
+    pub held: BTreeMap<String, Result<BTreeSet<HeldQueue>, String>>,
 }
+
+/// A queue a client holds: (RocketMQ topic, broker, queue id).
+pub type HeldQueue = (String, String, u32);
+
+/// Clients asked at once for their queues.
+const ASK_CONCURRENCY: usize = 8;
 
 /// Kinds whose objects are cached (`apps/v1`): no request is needed for their scale.
 const CACHED_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "ReplicaSet"];
@@ -173,9 +181,15 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
     } else {
         BTreeMap::new()
     };
-    let clients = match &topics {
-        Ok(topics) if group.spec.client_mode() => Some(connected_clients(&group, topics).await),
-        _ => None,
+    let (clients, held) = match &topics {
+        Ok(topics) if group.spec.client_mode() => match connected_clients(&group, topics).await {
+            Ok((ids, broker)) => {
+                let held = held_queues(&broker, &rocketmq_group(&group), &ids).await;
+                (Some(Ok(ids)), held)
+            }
+            Err(problem) => (Some(Err(problem)), BTreeMap::new()),
+        },
+        _ => (None, BTreeMap::new()),
     };
     Ok(Snapshot {
         group,
@@ -185,6 +199,7 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
         labelled,
         node_zones,
         clients,
+        held,
     })
 }
 
@@ -205,7 +220,7 @@ pub fn rocketmq_group(group: &ConsumerGroup) -> String {
 async fn connected_clients(
     group: &ConsumerGroup,
     topics: &[Arc<Topic>],
-) -> Result<Vec<String>, ClientsProblem> {
+) -> Result<(Vec<String>, String), ClientsProblem> {
     let name = rocketmq_group(group);
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut clients: BTreeSet<String> = BTreeSet::new();
@@ -255,7 +270,50 @@ async fn connected_clients(
             )));
         }
     }
-    Ok(clients.into_iter().collect())
+    // Every topic has a master (checked above), so some broker answered.
+    let broker = asked.into_iter().next().unwrap_or_default();
+    Ok((clients.into_iter().collect(), broker))
+}
+
+/// Asks each client, through `broker`, which queues it holds (`GET_CONSUMER_RUNNING_INFO`: the
+/// broker forwards the question to the client). A client that cannot be asked is an `Err`.
+async fn held_queues(
+    broker: &str,
+    group: &str,
+    clients: &[String],
+) -> BTreeMap<String, Result<BTreeSet<HeldQueue>, String>> {
+    use futures::StreamExt;
+    let connection = match RemotingClient::connect(broker, Timeouts::default()).await {
+        Ok(c) => c,
+        Err(e) => {
+            return clients
+                .iter()
+                .map(|c| (c.clone(), Err(e.to_string())))
+                .collect();
+        }
+    };
+    // Owned futures: a stream of futures borrowing from here is not provably `Send`.
+    let connection = Arc::new(connection);
+    let asks: Vec<_> = clients
+        .iter()
+        .cloned()
+        .map(|client| {
+            let connection = connection.clone();
+            let group = group.to_string();
+            async move {
+                let answer = connection
+                    .held_queues(&group, &client)
+                    .await
+                    .map(|q| q.into_iter().collect())
+                    .map_err(|e| e.to_string());
+                (client, answer)
+            }
+        })
+        .collect();
+    futures::stream::iter(asks)
+        .buffer_unordered(ASK_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Zone-aware strategies read the nodes' zones.

@@ -29,6 +29,8 @@ pub const TRUNCATED: &str = "StatusTruncated";
 pub const ANNOTATIONS_TRUNCATED: &str = "AnnotationsTruncated";
 /// Condition type (`consumerIds: Client`): connected clients and Ready pods do not match.
 pub const CLIENTS_MISMATCH: &str = "ClientsMismatch";
+/// Condition type (`consumerIds: Client`): clients hold other queues than computed for them.
+pub const CLIENTS_DIVERGE: &str = "ClientsDiverge";
 
 /// How often a group is re-planned without any event (drift safety net).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -72,6 +74,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
     let budgets = Budgets {
         status: ctx.status_budget,
         annotation: ctx.annotation_budget,
+        client_grace: ctx.client_grace,
     };
     let decision = decide::decide(&snapshot, Timestamp::now(), budgets);
     match apply::apply(ctx, &group, &decision).await? {
@@ -99,6 +102,12 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
                     .queues_moved
                     .get_or_create(&labels)
                     .inc_by(moved);
+            }
+            if let Some(n) = decision.diverging {
+                ctx.metrics
+                    .clients_diverging
+                    .get_or_create(&labels)
+                    .set(n as i64);
             }
             if let Some(map) = &decision.clients {
                 for (kind, count) in [
