@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use rebalancer::api::ConsumerGroup;
 use serde_json::{Value, json};
@@ -738,30 +738,6 @@ impl OwnEnv {
         started.elapsed()
     }
 
-    /// A Ready pod labelled `app`.
-    async fn ready_pod(&self, name: &str, app: &str) {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app": app}},
-            "spec": {"containers": [{"name": "c", "image": "consumer:1"}]}
-        }))
-        .unwrap();
-        let api = self.api::<Pod>();
-        api.create(&PostParams::default(), &pod)
-            .await
-            .unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("pod {name} ready: {e}"));
-    }
-
     /// Waits up to `within` until `check` accepts the group; returns the time it took.
     async fn wait_group<F>(&self, name: &str, what: &str, within: Duration, check: F) -> Duration
     where
@@ -811,8 +787,8 @@ async fn converged_group(own: &OwnEnv) -> LeaseSpec {
         ]}
     }))
     .await;
-    own.ready_pod("c-0", "c").await;
-    own.ready_pod("c-1", "c").await;
+    own.pod("c-0", json!({"app": "c"}), true).await;
+    own.pod("c-1", json!({"app": "c"}), true).await;
     own.apply::<ConsumerGroup>(group_with_strategy("Averagely"))
         .await;
     own.wait_group("g", "Ready with 2 consumers", support::deadline(), |g| {
@@ -947,7 +923,7 @@ async fn a_change_pending_across_an_api_server_crash_converges() {
     let mut op = own.operator("op-r");
     let first = converged_group(&own).await;
 
-    own.ready_pod("c-2", "c").await;
+    own.pod("c-2", json!({"app": "c"}), true).await;
     let before: ConsumerGroup = own.api().get("g").await.unwrap();
     assert!(
         ready_with(&before, 2).is_ok(),
@@ -1001,7 +977,7 @@ async fn watches_resume_promptly_after_an_api_server_restart() {
                 .ok_or_else(|| format!("observedGeneration {observed:?}, want {generation:?}"))
         })
         .await;
-    own.ready_pod("c-2", "c").await;
+    own.pod("c-2", json!({"app": "c"}), true).await;
     let pod_seen = own
         .wait_group("g", "Ready with 3 consumers", RECOVERY, |g| {
             ready_with(g, 3)

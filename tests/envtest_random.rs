@@ -41,7 +41,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use rebalancer::api::{Allocation, ConsumerAssignment, ConsumerGroup, QueueRange, Topic};
 use serde_json::{Value, json};
 use support::envtest::HARNESS_MANAGER;
@@ -399,35 +399,6 @@ impl Cluster {
             )
             .await
             .unwrap_or_else(|e| panic!("applying {name}: {e}"));
-    }
-
-    async fn create_pod(&self, name: &str, app: &str, ready: bool) {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app": app}},
-            "spec": {"containers": [{"name": "c", "image": "consumer:1"}]}
-        }))
-        .unwrap();
-        self.api::<Pod>()
-            .create(&PostParams::default(), &pod)
-            .await
-            .unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
-        self.set_ready(name, ready).await;
-    }
-
-    async fn set_ready(&self, name: &str, ready: bool) {
-        let status = if ready { "True" } else { "False" };
-        self.api::<Pod>()
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {
-                    "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": status}],
-                }})),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("pod {name} ready={ready}: {e}"));
     }
 
     async fn delete<K>(&self, name: &str)
@@ -1208,7 +1179,7 @@ impl Run {
                 let name = format!("{app}-{}", self.world.next_pod);
                 self.world.next_pod += 1;
                 let ready = self.rng.chance(85);
-                self.cluster.create_pod(&name, app, ready).await;
+                self.cluster.pod(&name, json!({"app": app}), ready).await;
                 self.world
                     .pods
                     .insert(name.clone(), PodModel { app, ready });
@@ -1833,7 +1804,7 @@ async fn random_state_transitions() {
         for _ in 0..n {
             let name = format!("{app}-{}", run.world.next_pod);
             run.world.next_pod += 1;
-            run.cluster.create_pod(&name, app, true).await;
+            run.cluster.pod(&name, json!({"app": app}), true).await;
             run.world.pods.insert(name, PodModel { app, ready: true });
         }
     }

@@ -71,39 +71,11 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    reflect_observed(api, config, trim, |_| {})
-}
-
-/// [`reflect`], calling `observe` with every event once the store has applied it (a list's
-/// objects arrive as `InitApply` events while the store still holds the previous list; the store
-/// swaps at `InitDone`).
-pub fn reflect_observed<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    trim: impl FnMut(&mut K) + Send + 'static,
-    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, config)
-            .modify(trim)
-            .backoff(QuickBackoff::default()),
+    reflect_events(
+        watcher(api, config).backoff(QuickBackoff::default()),
+        trim,
+        |_| {},
     )
-    .inspect(move |event| {
-        if let Ok(event) = event {
-            observe(event);
-        }
-    })
-    .touched_objects();
-    (reader, stream)
 }
 
 /// Cache annotation of an object the API server holds but this operator cannot read (e.g. a
@@ -182,14 +154,16 @@ fn open_event<K: Unreadable>(event: watcher::Event<DeserializeGuard<K>>) -> watc
     }
 }
 
-/// [`reflect_observed`] for a kind with [`Unreadable`] placeholders: an object that does not
+/// [`reflect`] for a kind with [`Unreadable`] placeholders, calling `observe` with every event
+/// once the store has applied it (a list's objects arrive as `InitApply` events while the store
+/// still holds the previous list; the store swaps at `InitDone`): an object that does not
 /// deserialize is cached as a placeholder (reconciles report it and write nothing), and every
 /// other object of the kind flows as usual.
 pub fn reflect_guarded<K>(
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
     trim: impl FnMut(&mut K) + Send + 'static,
-    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -198,10 +172,27 @@ where
     K: Unreadable + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
     let events = watcher(api, config)
         .backoff(QuickBackoff::default())
         .map(|event| event.map(open_event));
+    reflect_events(events, trim, observe)
+}
+
+/// The store fed by `events` (trimmed), and the objects they touch, passed on once the store
+/// has applied each event and `observe` has seen it.
+fn reflect_events<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, events.modify(trim))
         .inspect(move |event| {
             if let Ok(event) = event {

@@ -184,7 +184,10 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
     let (clients, held) = match &topics {
         Ok(topics) if group.spec.client_mode() => match connected_clients(&group, topics).await {
             Ok((ids, broker)) => {
-                let held = held_queues(&broker, &rocketmq_group(&group), &ids).await;
+                let held = match broker {
+                    Some(broker) => held_queues(broker, &rocketmq_group(&group), &ids).await,
+                    None => BTreeMap::new(),
+                };
                 (Some(Ok(ids)), held)
             }
             Err(problem) => (Some(Err(problem)), BTreeMap::new()),
@@ -216,14 +219,16 @@ pub fn rocketmq_group(group: &ConsumerGroup) -> String {
 /// each topic (`GET_CONSUMER_LIST_BY_GROUP`): a client heartbeats to every broker of the topics
 /// it subscribes, and a RocketMQ client asks one of its topic's brokers the same question before
 /// it allocates. Brokers of one topic are tried in name order until one answers; the lists of
-/// the topics are joined (they differ only while a client is joining or leaving).
+/// the topics are joined (they differ only while a client is joining or leaving). Also returns
+/// the first broker connection that answered, to ask the clients through.
 async fn connected_clients(
     group: &ConsumerGroup,
     topics: &[Arc<Topic>],
-) -> Result<(Vec<String>, String), ClientsProblem> {
+) -> Result<(Vec<String>, Option<RemotingClient>), ClientsProblem> {
     let name = rocketmq_group(group);
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut clients: BTreeSet<String> = BTreeSet::new();
+    let mut first: Option<RemotingClient> = None;
     for topic in topics {
         let topic_name = topic.name_any();
         if topic.spec.name_servers.as_ref().is_none_or(Vec::is_empty) {
@@ -250,13 +255,14 @@ async fn connected_clients(
         let mut answered = false;
         for addr in masters {
             let result = match RemotingClient::connect(&addr, Timeouts::default()).await {
-                Ok(client) => client.consumer_ids(&name).await,
+                Ok(client) => client.consumer_ids(&name).await.map(|ids| (ids, client)),
                 Err(e) => Err(e),
             };
             match result {
-                Ok(ids) => {
+                Ok((ids, client)) => {
                     clients.extend(ids);
                     asked.insert(addr);
+                    first.get_or_insert(client);
                     answered = true;
                     break;
                 }
@@ -270,30 +276,19 @@ async fn connected_clients(
             )));
         }
     }
-    // Every topic has a master (checked above), so some broker answered.
-    let broker = asked.into_iter().next().unwrap_or_default();
-    Ok((clients.into_iter().collect(), broker))
+    Ok((clients.into_iter().collect(), first))
 }
 
-/// Asks each client, through `broker`, which queues it holds (`GET_CONSUMER_RUNNING_INFO`: the
+/// Asks each client, through the connection to `broker`, which queues it holds (`GET_CONSUMER_RUNNING_INFO`: the
 /// broker forwards the question to the client). A client that cannot be asked is an `Err`.
 async fn held_queues(
-    broker: &str,
+    broker: RemotingClient,
     group: &str,
     clients: &[String],
 ) -> BTreeMap<String, Result<BTreeSet<HeldQueue>, String>> {
     use futures::StreamExt;
-    let connection = match RemotingClient::connect(broker, Timeouts::default()).await {
-        Ok(c) => c,
-        Err(e) => {
-            return clients
-                .iter()
-                .map(|c| (c.clone(), Err(e.to_string())))
-                .collect();
-        }
-    };
     // Owned futures: a stream of futures borrowing from here is not provably `Send`.
-    let connection = Arc::new(connection);
+    let connection = Arc::new(broker);
     let asks: Vec<_> = clients
         .iter()
         .cloned()
