@@ -45,6 +45,78 @@ pub fn bin_dir(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Where the servers' folder goes: `ROCKETMQ_STORE_DIR` if set, else whichever of the temp dir
+/// and `/dev/shm` has the most room by the broker's own measure.
+///
+/// A rocketmq-rust 1.0.0 broker exits at start-up (status 70, "Service lifecycle operation
+/// failed", no reason logged) when its store's file system is more than 90% used, counted as
+/// `(total - available) / total` (so space reserved for root counts as used, unlike `df`'s Use%),
+/// or has less room than one commit-log file. That limit is clamped in the broker
+/// (`diskSpaceWarningLevelRatio` cannot raise it), and a CI machine whose disk holds a cold
+/// `target/` can be past it: measured here, a 252 GB disk that `df` shows 59% full is 85% full
+/// to the broker. The tests write a few kilobytes, so a RAM-backed `/dev/shm` serves as well.
+fn store_root() -> Result<PathBuf, String> {
+    const MAX_USED: f64 = 0.88;
+    const MIN_AVAILABLE: u64 = 4 * COMMIT_LOG_FILE;
+    if let Some(dir) = std::env::var_os("ROCKETMQ_STORE_DIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let candidates = [std::env::temp_dir(), PathBuf::from("/dev/shm")];
+    let measured: Vec<(PathBuf, Option<(f64, u64)>)> = candidates
+        .into_iter()
+        .map(|dir| {
+            let room = disk_room(&dir);
+            (dir, room)
+        })
+        .collect();
+    measured
+        .iter()
+        .filter_map(|(dir, room)| room.map(|(used, available)| (dir, used, available)))
+        .filter(|&(_, used, available)| used < MAX_USED && available >= MIN_AVAILABLE)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(dir, _, _)| dir.clone())
+        .ok_or_else(|| {
+            let seen: Vec<String> = measured
+                .iter()
+                .map(|(dir, room)| match room {
+                    Some((used, available)) => format!(
+                        "{}: {:.0}% used, {} MiB available",
+                        dir.display(),
+                        used * 100.0,
+                        available >> 20
+                    ),
+                    None => format!("{}: not measurable", dir.display()),
+                })
+                .collect();
+            format!(
+                "no folder for the RocketMQ stores: a broker needs its file system under 90% used \
+                 (total - available) and at least a commit-log file free; want < {:.0}% and \
+                 {} MiB ({}). Free some space or set ROCKETMQ_STORE_DIR.",
+                MAX_USED * 100.0,
+                MIN_AVAILABLE >> 20,
+                seen.join("; ")
+            )
+        })
+}
+
+/// `(used, available bytes)` of the file system holding `dir`, used as the broker counts it.
+fn disk_room(dir: &Path) -> Option<(f64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let total = stat.f_blocks as u64 * stat.f_frsize as u64;
+    let available = stat.f_bavail as u64 * stat.f_frsize as u64;
+    (total > 0 && available <= total)
+        .then(|| ((total - available) as f64 / total as f64, available))
+}
+
+/// Size of one commit-log file (the broker's default is 1 GiB, and it wants that much free).
+const COMMIT_LOG_FILE: u64 = 64 << 20;
+
 /// Name of the cluster the brokers join.
 pub const CLUSTER: &str = "DefaultCluster";
 
@@ -139,7 +211,7 @@ impl RocketMq {
     async fn try_start(bin: &Path, brokers: usize, namesrvs: usize) -> Result<RocketMq, String> {
         let tmp = tempfile::Builder::new()
             .prefix("rocketmq-")
-            .tempdir()
+            .tempdir_in(store_root()?)
             .map_err(|e| format!("temp dir: {e}"))?;
         let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("home")).map_err(|e| e.to_string())?;
@@ -167,7 +239,7 @@ impl RocketMq {
                     "brokerName={name}\nbrokerClusterName={CLUSTER}\nbrokerId=0\n\
                      brokerIP1=127.0.0.1\nlistenPort={listen}\nhaListenPort={ha}\n\
                      namesrvAddr={ns}\nstorePathRootDir={store}\n\
-                     registerNameServerPeriod=10000\n",
+                     registerNameServerPeriod=10000\nmappedFileSizeCommitLog={COMMIT_LOG_FILE}\n",
                     ha = listen + 1,
                     ns = mq.namesrv_addrs().join(";"),
                     store = store.display(),
@@ -305,9 +377,13 @@ impl RocketMq {
             if let Some(child) = broker.child.lock().unwrap().as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
+                let room = disk_room(&self.dir).map_or("not measurable".to_string(), |(u, a)| {
+                    format!("{:.0}% used, {} MiB available", u * 100.0, a >> 20)
+                });
                 return Err(format!(
-                    "{} exited ({status})\n{}",
+                    "{} exited ({status}); its store {} is {room}\n{}",
                     broker.name,
+                    self.dir.display(),
                     self.logs_tail()
                 ));
             }
@@ -461,7 +537,49 @@ pub async fn send(client: &RemotingClient, topic: &str, queue_id: u32, body: &st
         response.ext_fields.get("queueId"),
         Some(&queue_id.to_string())
     );
+    // The broker answers once the message is in the commit log; its consume queue (what
+    // GET_CONSUME_STATS and consumers see) is filled asynchronously from it.
+    let stored: i64 = response
+        .ext_fields
+        .get("queueOffset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or_else(|| panic!("send: no queueOffset in {:?}", response.ext_fields));
+    let deadline = Instant::now() + super::deadline();
+    loop {
+        let max = max_offset(client, topic, queue_id).await;
+        if max > stored {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/{queue_id}: consume queue still at {max} after the message at offset {stored}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
+
+/// GET_MAX_OFFSET (30): the next offset of a queue's consume queue.
+pub async fn max_offset(client: &RemotingClient, topic: &str, queue_id: u32) -> i64 {
+    let request = Request::request(
+        GET_MAX_OFFSET,
+        [
+            ("topic", topic.to_string()),
+            ("queueId", queue_id.to_string()),
+        ],
+    );
+    let response = client
+        .invoke_ok(request)
+        .await
+        .unwrap_or_else(|e| panic!("max offset: {e}"));
+    response
+        .ext_fields
+        .get("offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or_else(|| panic!("max offset: no offset in {:?}", response.ext_fields))
+}
+
+/// `RequestCode.GET_MAX_OFFSET`; the operator does not send it, so it lives here.
+const GET_MAX_OFFSET: i32 = 30;
 
 /// Commits `offset` for `group` on `queue_id` (`UPDATE_CONSUMER_OFFSET`, 15,
 /// `UpdateConsumerOffsetRequestHeader`).
