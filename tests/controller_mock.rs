@@ -22,6 +22,7 @@ use rebalancer::api::{ConsumerGroup, Topic};
 use rebalancer::controller::index::GroupIndex;
 use rebalancer::controller::leader::Leadership;
 use rebalancer::controller::metrics::Metrics;
+use rebalancer::controller::pod_index::PodIndex;
 use rebalancer::controller::scope::Scope;
 use rebalancer::controller::{Context, Error, group, topic, watch};
 use serde::de::DeserializeOwned;
@@ -129,16 +130,25 @@ impl World {
         let group: ConsumerGroup = parse(&self.group);
         let index = GroupIndex::default();
         index.upsert(&group);
-        let pods = self.pods.iter().map(|p| {
-            let mut pod: Pod = parse(p);
-            watch::trim_pod(&mut pod);
-            pod
-        });
+        let pods: Vec<Pod> = self
+            .pods
+            .iter()
+            .map(|p| {
+                let mut pod: Pod = parse(p);
+                watch::trim_pod(&mut pod);
+                pod
+            })
+            .collect();
+        let pod_index = PodIndex::default();
+        for pod in &pods {
+            pod_index.observe(&watcher::Event::Apply(pod.clone()));
+        }
         Arc::new(Scope {
             ctx: ctx.clone(),
             groups: store([group]),
             topics: store(self.topics.iter().map(parse::<Topic>)),
             pods: store(pods),
+            pod_index: Arc::new(pod_index),
             deployments: store(self.deployments.iter().map(parse::<Deployment>)),
             statefulsets: store([]),
             replicasets: store([]),

@@ -9,6 +9,7 @@ pub mod group;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod pod_index;
 pub mod preflight;
 pub mod scope;
 pub mod server;
@@ -203,22 +204,33 @@ fn group_controller(
         watch::trim_meta,
         |_| {},
     );
-    let (pods, pod_events) =
-        watch::reflect(scoped::<Pod>(client, ns), watch::config(), watch::trim_pod);
+    let pod_index = Arc::new(pod_index::PodIndex::default());
+    let (pods, pod_events) = {
+        let pod_index = pod_index.clone();
+        watch::reflect(
+            scoped::<Pod>(client, ns),
+            watch::config(),
+            watch::trim_pod,
+            move |event| pod_index.observe(event),
+        )
+    };
     let (deployments, deployment_events) = watch::reflect(
         scoped::<Deployment>(client, ns),
         watch::config(),
         trim_deployment,
+        |_| {},
     );
     let (statefulsets, statefulset_events) = watch::reflect(
         scoped::<StatefulSet>(client, ns),
         watch::config(),
         trim_statefulset,
+        |_| {},
     );
     let (replicasets, replicaset_events) = watch::reflect(
         scoped::<ReplicaSet>(client, ns),
         watch::config(),
         trim_replicaset,
+        |_| {},
     );
     let scope = Arc::new(Scope {
         ctx,
@@ -228,6 +240,7 @@ fn group_controller(
         deployments,
         statefulsets,
         replicasets,
+        pod_index,
         index: index.clone(),
         synced,
     });
@@ -340,11 +353,16 @@ fn sweep_controller(
     impl Future<Output = ()> + Send + use<>,
 ) {
     // Only labelled pods are cached here: the consumers, not the whole cluster.
-    let (labelled, pod_events) = watch::reflect(
-        scoped::<Pod>(client, ns),
-        watch::config().labels(consumers::GROUP_LABEL),
-        watch::trim_pod,
-    );
+    let members = Arc::new(pod_index::PodIndex::default());
+    let (labelled, pod_events) = {
+        let members = members.clone();
+        watch::reflect(
+            scoped::<Pod>(client, ns),
+            watch::config().labels(consumers::GROUP_LABEL),
+            watch::trim_pod,
+            move |event| members.observe(event),
+        )
+    };
     // A deleted group changes none of its pods, so its deletion must start their sweep. The
     // sweep reads its own copy of the groups, updated before the event that triggers it.
     let (groups, group_events) = watch::reflect_guarded(
@@ -353,7 +371,6 @@ fn sweep_controller(
         watch::trim_meta,
         |_| {},
     );
-    let members = labelled.clone();
     let sweep_ctx = Arc::new(sweep::SweepContext {
         ctx,
         groups: groups.clone(),

@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 use super::consumers::NODE_ZONE_LABEL;
 use super::context::Context;
 use super::index::GroupIndex;
+use super::pod_index::PodIndex;
 use super::watch;
 use crate::api::{ConsumerGroup, Topic};
 
@@ -29,6 +30,8 @@ pub struct Scope {
     pub topics: Store<Topic>,
     /// Pods, trimmed to what reconciles read.
     pub pods: Store<Pod>,
+    /// The same pods by namespace and label pair.
+    pub pod_index: Arc<PodIndex>,
     /// Deployments.
     pub deployments: Store<Deployment>,
     /// StatefulSets.
@@ -94,6 +97,7 @@ impl NodeZones {
                         n.status = None;
                         n.annotations_mut().clear();
                     },
+                    |_| {},
                 );
                 tokio::spawn(
                     watch::log_errors(stream, "Node").for_each(|_| futures::future::ready(())),

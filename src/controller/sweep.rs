@@ -16,6 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::consumers::{GROUP_LABEL, leaver_patch};
 use super::context::{Context, FIELD_MANAGER};
 use super::error::Error;
+use super::pod_index::PodIndex;
 use crate::api::ConsumerGroup;
 
 /// What the sweeper needs: the shared context and the groups the group controller has seen.
@@ -36,14 +37,11 @@ pub fn orphaned_from(pod: &Pod, groups: &Store<ConsumerGroup>) -> Option<String>
 }
 
 /// The labelled pods of `group` in the sweep's cache.
-pub fn pods_of_group(pods: &Store<Pod>, group: &ConsumerGroup) -> Vec<ObjectRef<Pod>> {
-    let namespace = group.namespace();
-    let name = group.name_any();
-    pods.state()
-        .iter()
-        .filter(|p| p.namespace() == namespace)
-        .filter(|p| p.labels().get(GROUP_LABEL) == Some(&name))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
+pub fn pods_of_group(pods: &PodIndex, group: &ConsumerGroup) -> Vec<ObjectRef<Pod>> {
+    let namespace = group.namespace().unwrap_or_default();
+    pods.labelled(&namespace, GROUP_LABEL, &group.name_any())
+        .into_iter()
+        .map(|name| ObjectRef::new(&name).within(&namespace))
         .collect()
 }
 
@@ -125,13 +123,13 @@ mod tests {
 
     #[test]
     fn a_group_maps_to_its_labelled_pods_of_its_namespace() {
-        let (pods, mut writer) = reflector::store::<Pod>();
+        let pods = PodIndex::default();
         for (ns, name, group) in [("a", "p1", "g"), ("a", "p2", "other"), ("b", "p3", "g")] {
             let pod: Pod = serde_json::from_value(json!({
                 "metadata": {"name": name, "namespace": ns, "labels": {GROUP_LABEL: group}}
             }))
             .unwrap();
-            writer.apply_watcher_event(&watcher::Event::Apply(pod));
+            pods.observe(&watcher::Event::Apply(pod));
         }
         let group: ConsumerGroup = serde_json::from_value(json!({
             "apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup",

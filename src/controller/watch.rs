@@ -63,6 +63,7 @@ pub fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     trim: impl FnMut(&mut K) + Send + 'static,
+    observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -74,7 +75,7 @@ where
     reflect_events(
         watcher(api, config).backoff(QuickBackoff::default()),
         trim,
-        |_| {},
+        observe,
     )
 }
 

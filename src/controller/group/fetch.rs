@@ -151,21 +151,25 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
     if let Ok(w) = &workload {
         scope.index.resolved(&group, &w.labels);
     }
-    let selector = workload.as_ref().ok().map(|w| &w.selector);
     let name = group.name_any();
-    let mut pods = Vec::new();
-    let mut labelled = Vec::new();
-    for pod in scope.pods.state() {
-        if pod.namespace().as_deref() != Some(namespace.as_str()) {
-            continue;
-        }
-        if pod.labels().get(GROUP_LABEL) == Some(&name) {
-            labelled.push(pod.clone());
-        }
-        if selector.as_ref().is_some_and(|s| s.matches(pod.labels())) {
-            pods.push(pod);
-        }
-    }
+    let cached = |names: Vec<String>| -> Vec<Arc<Pod>> {
+        names
+            .iter()
+            .filter_map(|n| scope.pods.get(&ObjectRef::new(n).within(&namespace)))
+            .collect()
+    };
+    let mut labelled: Vec<Arc<Pod>> =
+        cached(scope.pod_index.labelled(&namespace, GROUP_LABEL, &name))
+            .into_iter()
+            .filter(|p| p.labels().get(GROUP_LABEL) == Some(&name))
+            .collect();
+    let mut pods: Vec<Arc<Pod>> = match &workload {
+        Ok(w) => cached(scope.pod_index.candidates(&namespace, &w.labels))
+            .into_iter()
+            .filter(|p| w.selector.matches(p.labels()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     // Store order is arbitrary; a stable order makes decisions reproducible.
     pods.sort_by_key(|p| p.name_any());
     labelled.sort_by_key(|p| p.name_any());
