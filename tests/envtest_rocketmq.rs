@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use support::fixtures::{Env, condition_is};
 use support::operator::Operator;
 use support::rocketmq::{RocketMq, shared};
+use support::tcp_proxy::TcpProxy;
 use support::{eventually, eventually_within, random_suffix};
 
 /// The operator's `--sync-period`, in seconds.
@@ -701,5 +702,87 @@ async fn spec_brokers_that_disagree_with_the_route_are_drift() {
         }
     })
     .await;
+    op.assert_clean();
+}
+
+/// The operator reads a route over one kept connection per NameServer, sync after sync (not a
+/// connection per read); when the NameServer side drops it, the next sync opens another and
+/// the Topic stays Synced, with no failure counted.
+#[tokio::test]
+async fn syncs_keep_one_connection_and_ride_out_its_loss() {
+    let test = "syncs_keep_one_connection_and_ride_out_its_loss";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    let Some(env) = Env::new("rocketmq-kept").await else {
+        return;
+    };
+    let topic = format!("Kept_{}", random_suffix(6));
+    set_topic(&mq.brokers[0].addr, &topic, 4, 4, Permission::ReadWrite).await;
+    route_until(&mq.namesrv_addr(), &topic, "the topic", |r| {
+        routes(r, "broker-a", 4, 4, Permission::ReadWrite)
+    })
+    .await;
+    let proxy = TcpProxy::start(&mq.namesrv_addr()).await;
+    let op = operator(&env).await;
+    observed_topic(
+        &env,
+        "kept",
+        &topic,
+        std::slice::from_ref(&proxy.addr),
+        json!({}),
+    )
+    .await;
+    wait_topic(&env, "kept", "Synced", |t| {
+        topic_condition_is(t, "Synced", "True", "RouteRead")
+    })
+    .await;
+    let labels = format!(r#"namespace="{}",topic="kept""#, env.ns);
+    let last_sync = || async {
+        op.metric("rebalancer_topic_last_sync_timestamp_seconds", &labels)
+            .await
+            .ok_or_else(|| "no last-sync metric yet".to_string())
+    };
+    let syncs_after = |from: f64, periods: u64| {
+        let last_sync = &last_sync;
+        async move {
+            eventually_within(
+                "more syncs",
+                Duration::from_secs(periods * SYNC_PERIOD) + SLACK * 2,
+                || async {
+                    let now = last_sync().await?;
+                    if now >= from + (periods * SYNC_PERIOD) as f64 {
+                        Ok(now)
+                    } else {
+                        Err(format!(
+                            "last sync {now}, want {periods} periods after {from}"
+                        ))
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let first = eventually("the last-sync metric", last_sync).await;
+    syncs_after(first, 3).await;
+    assert_eq!(proxy.accepted(), 1, "every route read over one connection");
+
+    proxy.cut();
+    let cut_at = last_sync().await.unwrap();
+    syncs_after(cut_at, 2).await;
+    assert_eq!(proxy.accepted(), 2, "one new connection after the cut");
+    let (_, metrics) = op.http_get("/metrics").await.unwrap();
+    let failures = format!("rebalancer_topic_sync_failures_total{{{labels}");
+    assert!(
+        !metrics.lines().any(|l| l.starts_with(&failures)),
+        "a lost idle connection is no sync failure:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("sync_failures"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let topic = env.api::<Topic>().get("kept").await.unwrap();
+    topic_condition_is(&topic, "Synced", "True", "RouteRead").unwrap();
     op.assert_clean();
 }

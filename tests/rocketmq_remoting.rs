@@ -8,13 +8,16 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rebalancer::assign::Permission;
 use rebalancer::rocketmq::{
-    Command, ConsumeStats, Error, NameServers, RemotingClient, TopicConfig, TopicRoute, response,
+    Command, Connections, ConsumeStats, Error, NameServers, RemotingClient, TopicConfig,
+    TopicRoute, response,
 };
 use support::rocketmq::{CLUSTER, RocketMq, commit, connect, heartbeat, send, shared, timeouts};
+use support::tcp_proxy::TcpProxy;
 use support::{eventually, random_suffix};
 
 fn unique(prefix: &str) -> String {
@@ -390,4 +393,33 @@ async fn a_stopped_name_server_fails_fast_and_the_list_fails_over() {
         |r| expect_queues(r, "broker-a", 3, 3, 6),
     )
     .await;
+}
+
+/// Requests share one kept connection per address; a connection the server side drops is
+/// replaced on the next request, which succeeds.
+#[tokio::test]
+async fn kept_connections_are_reused_and_replaced_when_dropped() {
+    let test = "kept_connections_are_reused_and_replaced_when_dropped";
+    let Some(mq) = shared(test).await else {
+        return;
+    };
+    let proxy = TcpProxy::start(&mq.namesrv_addr()).await;
+    let connections = Arc::new(Connections::new(timeouts()));
+    let name_servers = NameServers::with_connections([proxy.addr.clone()], connections.clone());
+    for _ in 0..5 {
+        name_servers.cluster_info().await.expect("cluster info");
+    }
+    assert_eq!(proxy.accepted(), 1, "five requests, one connection");
+    assert_eq!(connections.len(), 1);
+
+    // Whether the client's reader has seen the close yet or the request finds out, the call
+    // succeeds on a new connection.
+    proxy.cut();
+    name_servers
+        .cluster_info()
+        .await
+        .expect("cluster info after the cut");
+    name_servers.cluster_info().await.expect("cluster info");
+    assert_eq!(proxy.accepted(), 2, "one new connection after the cut");
+    assert_eq!(connections.len(), 1);
 }

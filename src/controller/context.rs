@@ -14,7 +14,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::scope::{Failures, NodeZones};
-use crate::rocketmq::{NameServers, Timeouts};
+use crate::rocketmq::{Connections, NameServers, Timeouts};
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "rebalancer";
@@ -55,6 +55,9 @@ pub struct Context {
     /// One [`NameServers`] per distinct `spec.nameServers` list, so that its failover preference
     /// (the last NameServer that answered) outlives a reconcile.
     name_servers: Arc<Mutex<HashMap<Vec<String>, Arc<NameServers>>>>,
+    /// Connections to NameServers and brokers, kept open and shared by every reconcile
+    /// (RocketMQ's default admin timeouts: 3 s to connect, 3 s per request).
+    pub rocketmq: Arc<Connections>,
 }
 
 impl Context {
@@ -77,17 +80,20 @@ impl Context {
             sync_period: DEFAULT_SYNC_PERIOD,
             client_grace: Duration::from_secs(60),
             name_servers: Arc::default(),
+            rocketmq: Arc::new(Connections::new(Timeouts::default())),
         }
     }
 
-    /// The NameServers of a `spec.nameServers` list (RocketMQ's default admin timeouts: 3 s to
-    /// connect, 3 s per request).
+    /// The NameServers of a `spec.nameServers` list, over the shared connections.
     pub fn name_servers(&self, addrs: &[String]) -> Arc<NameServers> {
         let mut lists = self.name_servers.lock().unwrap_or_else(|e| e.into_inner());
         lists
             .entry(addrs.to_vec())
             .or_insert_with(|| {
-                Arc::new(NameServers::new(addrs.iter().cloned(), Timeouts::default()))
+                Arc::new(NameServers::with_connections(
+                    addrs.iter().cloned(),
+                    self.rocketmq.clone(),
+                ))
             })
             .clone()
     }

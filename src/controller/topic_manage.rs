@@ -27,7 +27,7 @@ use crate::plan::topic_status::TopicCondition;
 use crate::plan::topic_sync::{
     NAME_SERVER_ERROR, NAME_SERVER_UNREACHABLE, SYNCED, SyncResult, TOPIC_NOT_FOUND,
 };
-use crate::rocketmq::{self, ClusterInfo, RemotingClient, TopicConfig};
+use crate::rocketmq::{self, ClusterInfo, Connections, TopicConfig};
 
 /// What one Manage pass did.
 #[derive(Debug)]
@@ -110,7 +110,7 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
             return out;
         }
     };
-    let timeouts = name_servers.timeouts();
+    let connections = name_servers.connections();
     let mut writes: Vec<Target> = Vec::new();
     let mut waiting: Vec<String> = Vec::new();
     let mut groups: Option<Result<Vec<String>, String>> = None;
@@ -127,7 +127,7 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
                     Err(e) => vec![e.clone()],
                     Ok(names) => {
                         let stats =
-                            consume_stats(&cluster, &then.broker, names, &name, timeouts).await;
+                            consume_stats(&cluster, &then.broker, names, &name, connections).await;
                         drain_blockers(&name, &then.broker, from, to, &stats)
                     }
                 };
@@ -168,7 +168,7 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
     let mut errors = Vec::new();
     let mut written = Vec::new();
     for t in &writes {
-        match write(&cluster, &name, t, timeouts).await {
+        match write(&cluster, &name, t, connections).await {
             Ok(()) => {
                 ctx.metrics.count_write("rocketmq/topic");
                 tracing::info!(topic = %name, target = %t, "topic written to broker");
@@ -243,19 +243,17 @@ async fn consume_stats(
     broker: &str,
     groups: &[String],
     topic: &str,
-    timeouts: rocketmq::Timeouts,
+    connections: &Connections,
 ) -> Vec<(String, Result<rocketmq::ConsumeStats, String>)> {
-    let client = match master(cluster, broker) {
-        Ok(addr) => RemotingClient::connect(addr, timeouts)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(format!("{broker}: {e}")),
-    };
+    let addr = master(cluster, broker).map_err(|e| format!("{broker}: {e}"));
     let mut out = Vec::with_capacity(groups.len());
     for group in groups {
-        let stats = match &client {
-            Ok(c) => c
-                .consume_stats(group, Some(topic))
+        let stats = match &addr {
+            Ok(addr) => connections
+                .call(addr, |c| {
+                    let (group, topic) = (group.clone(), topic.to_string());
+                    async move { c.consume_stats(&group, Some(&topic)).await }
+                })
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.clone()),
@@ -269,19 +267,15 @@ async fn write(
     cluster: &ClusterInfo,
     topic: &str,
     target: &Target,
-    timeouts: rocketmq::Timeouts,
+    connections: &Connections,
 ) -> Result<(), String> {
     let addr = master(cluster, &target.broker)?;
-    let client = RemotingClient::connect(addr, timeouts)
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .create_or_update_topic(&TopicConfig::new(
-            topic,
-            target.read,
-            target.write,
-            target.permission,
-        ))
+    let config = TopicConfig::new(topic, target.read, target.write, target.permission);
+    connections
+        .call(addr, |c| {
+            let config = config.clone();
+            async move { c.create_or_update_topic(&config).await }
+        })
         .await
         .map_err(|e| e.to_string())
 }

@@ -2,6 +2,7 @@
 //! NameServer list with failover ([`NameServers`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::frame::{Command, parse_lenient};
+use super::pool::Connections;
 use super::{code, perm_of, response};
 use crate::assign::Permission;
 
@@ -224,6 +226,11 @@ impl RemotingClient {
     /// The address this client is connected to.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Whether the connection is unusable: closed by the server, failed, or abandoned.
+    pub fn is_closed(&self) -> bool {
+        self.reader.is_finished() || self.pending.lock().unwrap().closed.is_some()
     }
 
     /// Sends `request` with a fresh opaque and returns the matching response, whatever its code.
@@ -782,16 +789,24 @@ impl RawConsumeStats {
 #[derive(Debug)]
 pub struct NameServers {
     addrs: Vec<String>,
-    timeouts: Timeouts,
+    connections: Arc<Connections>,
     preferred: AtomicUsize,
 }
 
 impl NameServers {
-    /// A list of `host:port` addresses.
+    /// A list of `host:port` addresses, with connections of its own.
     pub fn new<S: Into<String>>(addrs: impl IntoIterator<Item = S>, timeouts: Timeouts) -> Self {
+        NameServers::with_connections(addrs, Arc::new(Connections::new(timeouts)))
+    }
+
+    /// A list of `host:port` addresses, using (and keeping) connections of `connections`.
+    pub fn with_connections<S: Into<String>>(
+        addrs: impl IntoIterator<Item = S>,
+        connections: Arc<Connections>,
+    ) -> Self {
         NameServers {
             addrs: addrs.into_iter().map(Into::into).collect(),
-            timeouts,
+            connections,
             preferred: AtomicUsize::new(0),
         }
     }
@@ -826,17 +841,15 @@ impl NameServers {
         }
     }
 
-    /// Runs `call` against the first NameServer that answers.
-    pub async fn with_any<T, F>(&self, call: F) -> Result<T>
+    /// Runs `call` against the first NameServer that answers, over the kept connections.
+    pub async fn with_any<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: AsyncFn(&RemotingClient) -> Result<T>,
+        F: Fn(Arc<RemotingClient>) -> Fut,
+        Fut: Future<Output = Result<T>>,
     {
         let mut errors = Vec::new();
         for i in self.order() {
-            let result = match RemotingClient::connect(&self.addrs[i], self.timeouts).await {
-                Ok(client) => call(&client).await,
-                Err(e) => Err(e),
-            };
+            let result = self.connections.call(&self.addrs[i], &call).await;
             if let Some(answer) = self.settle(i, result, &mut errors) {
                 return answer;
             }
@@ -844,42 +857,29 @@ impl NameServers {
         Err(Error::NameServers(errors))
     }
 
-    /// [`RemotingClient::topic_route`] on the first NameServer that answers. (Written out rather
-    /// than through [`NameServers::with_any`]: the future of an async closure cannot be shown to
-    /// be `Send`, and the operator's reconciles must be.)
+    /// [`RemotingClient::topic_route`] on the first NameServer that answers.
     pub async fn topic_route(&self, topic: &str) -> Result<TopicRoute> {
-        let mut errors = Vec::new();
-        for i in self.order() {
-            let result = match RemotingClient::connect(&self.addrs[i], self.timeouts).await {
-                Ok(client) => client.topic_route(topic).await,
-                Err(e) => Err(e),
-            };
-            if let Some(answer) = self.settle(i, result, &mut errors) {
-                return answer;
-            }
-        }
-        Err(Error::NameServers(errors))
+        self.with_any(|client| {
+            let topic = topic.to_string();
+            async move { client.topic_route(&topic).await }
+        })
+        .await
     }
 
-    /// [`RemotingClient::cluster_info`] on the first NameServer that answers (written out, as
-    /// [`NameServers::topic_route`], so that the future is `Send`).
+    /// [`RemotingClient::cluster_info`] on the first NameServer that answers.
     pub async fn cluster_info(&self) -> Result<ClusterInfo> {
-        let mut errors = Vec::new();
-        for i in self.order() {
-            let result = match RemotingClient::connect(&self.addrs[i], self.timeouts).await {
-                Ok(client) => client.cluster_info().await,
-                Err(e) => Err(e),
-            };
-            if let Some(answer) = self.settle(i, result, &mut errors) {
-                return answer;
-            }
-        }
-        Err(Error::NameServers(errors))
+        self.with_any(|client| async move { client.cluster_info().await })
+            .await
     }
 
     /// The timeouts every connection of this list uses.
     pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
+        self.connections.timeouts()
+    }
+
+    /// The connections this list uses (shared with the brokers' requests in the operator).
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 }
 

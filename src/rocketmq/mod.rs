@@ -11,12 +11,14 @@
 
 pub mod client;
 pub mod frame;
+pub mod pool;
 
 pub use client::{
     BrokerData, ClusterInfo, ConsumeStats, Error, NameServers, QueueData, QueueOffsets,
     RemotingClient, Result, Timeouts, TopicConfig, TopicRoute,
 };
 pub use frame::{Command, FrameError};
+pub use pool::Connections;
 
 use crate::assign::Permission;
 

@@ -17,7 +17,7 @@ use crate::controller::Error;
 use crate::controller::consumers::GROUP_LABEL;
 use crate::controller::index::{parse_selector, selector_from_string};
 use crate::controller::scope::Scope;
-use crate::rocketmq::{RemotingClient, Timeouts};
+use crate::rocketmq::{Connections, RemotingClient};
 
 /// Where a group's consumers come from, resolved.
 #[derive(Debug, Clone)]
@@ -186,16 +186,18 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
         BTreeMap::new()
     };
     let (clients, held) = match &topics {
-        Ok(topics) if group.spec.client_mode() => match connected_clients(&group, topics).await {
-            Ok((ids, broker)) => {
-                let held = match broker {
-                    Some(broker) => held_queues(broker, &rocketmq_group(&group), &ids).await,
-                    None => BTreeMap::new(),
-                };
-                (Some(Ok(ids)), held)
+        Ok(topics) if group.spec.client_mode() => {
+            match connected_clients(&scope.ctx.rocketmq, &group, topics).await {
+                Ok((ids, broker)) => {
+                    let held = match broker {
+                        Some(broker) => held_queues(broker, &rocketmq_group(&group), &ids).await,
+                        None => BTreeMap::new(),
+                    };
+                    (Some(Ok(ids)), held)
+                }
+                Err(problem) => (Some(Err(problem)), BTreeMap::new()),
             }
-            Err(problem) => (Some(Err(problem)), BTreeMap::new()),
-        },
+        }
         _ => (None, BTreeMap::new()),
     };
     Ok(Snapshot {
@@ -226,13 +228,14 @@ pub fn rocketmq_group(group: &ConsumerGroup) -> String {
 /// the topics are joined (they differ only while a client is joining or leaving). Also returns
 /// the first broker connection that answered, to ask the clients through.
 async fn connected_clients(
+    connections: &Connections,
     group: &ConsumerGroup,
     topics: &[Arc<Topic>],
-) -> Result<(Vec<String>, Option<RemotingClient>), ClientsProblem> {
+) -> Result<(Vec<String>, Option<Arc<RemotingClient>>), ClientsProblem> {
     let name = rocketmq_group(group);
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut clients: BTreeSet<String> = BTreeSet::new();
-    let mut first: Option<RemotingClient> = None;
+    let mut first: Option<Arc<RemotingClient>> = None;
     for topic in topics {
         let topic_name = topic.name_any();
         if topic.spec.name_servers.as_ref().is_none_or(Vec::is_empty) {
@@ -258,10 +261,12 @@ async fn connected_clients(
         let mut errors = Vec::new();
         let mut answered = false;
         for addr in masters {
-            let result = match RemotingClient::connect(&addr, Timeouts::default()).await {
-                Ok(client) => client.consumer_ids(&name).await.map(|ids| (ids, client)),
-                Err(e) => Err(e),
-            };
+            let result = connections
+                .call(&addr, |client| {
+                    let name = name.clone();
+                    async move { client.consumer_ids(&name).await.map(|ids| (ids, client)) }
+                })
+                .await;
             match result {
                 Ok((ids, client)) => {
                     clients.extend(ids);
@@ -286,13 +291,12 @@ async fn connected_clients(
 /// Asks each client, through the connection to `broker`, which queues it holds (`GET_CONSUMER_RUNNING_INFO`: the
 /// broker forwards the question to the client). A client that cannot be asked is an `Err`.
 async fn held_queues(
-    broker: RemotingClient,
+    connection: Arc<RemotingClient>,
     group: &str,
     clients: &[String],
 ) -> BTreeMap<String, Result<BTreeSet<HeldQueue>, String>> {
     use futures::StreamExt;
     // Owned futures: a stream of futures borrowing from here is not provably `Send`.
-    let connection = Arc::new(broker);
     let asks: Vec<_> = clients
         .iter()
         .cloned()
