@@ -179,6 +179,7 @@ fn trim_replicaset(d: &mut ReplicaSet) {
 }
 
 /// The ConsumerGroup controller of one scope, over the scope's caches: its loop and caches.
+#[allow(clippy::too_many_arguments)]
 fn group_controller(
     client: &Client,
     ctx: Arc<Context>,
@@ -186,24 +187,13 @@ fn group_controller(
     settings: &Settings,
     gained: signal::Receiver<u64>,
     synced: signal::Receiver<bool>,
+    (groups, group_events, index): (
+        Store<ConsumerGroup>,
+        Watched<ConsumerGroup>,
+        Arc<index::GroupIndex>,
+    ),
+    (topics, topic_events): (Store<Topic>, Watched<Topic>),
 ) -> (Arc<Scope>, impl Future<Output = ()> + Send + use<>) {
-    let index = Arc::new(index::GroupIndex::default());
-    // The index follows every group's spec before the group's own reconcile runs. (Not by
-    // looking a group up in the store: during a list the store still holds the previous list,
-    // so a listed group looked deleted and a new leader never heard of its Topics' changes.)
-    let indexing = index.clone();
-    let (groups, group_events) = watch::reflect_guarded(
-        scoped::<DeserializeGuard<ConsumerGroup>>(client, ns),
-        watch::config(),
-        watch::trim_meta,
-        move |event| indexing.observe(event),
-    );
-    let (topics, topic_events) = watch::reflect_guarded(
-        scoped::<DeserializeGuard<Topic>>(client, ns),
-        watch::config(),
-        watch::trim_meta,
-        |_| {},
-    );
     let pod_index = Arc::new(pod_index::PodIndex::default());
     let (pods, pod_events) = {
         let pod_index = pod_index.clone();
@@ -310,21 +300,14 @@ impl<K: kube::Resource> WorkloadObject for K {
     }
 }
 
-/// The Topic controller of one scope: its cache and its loop.
+/// The Topic controller of one scope: its loop, over the scope's Topic cache.
 fn topic_controller(
-    client: &Client,
     ctx: Arc<Context>,
-    ns: Option<&str>,
     concurrency: u16,
     gained: signal::Receiver<u64>,
-) -> (Store<Topic>, impl Future<Output = ()> + Send + use<>) {
-    let (topics, events) = watch::reflect_guarded(
-        scoped::<DeserializeGuard<Topic>>(client, ns),
-        watch::config(),
-        watch::trim_meta,
-        |_| {},
-    );
-    let topic_loop = Controller::for_stream(watch::log_errors(events, "Topic"), topics.clone())
+    (topics, events): (Store<Topic>, Watched<Topic>),
+) -> impl Future<Output = ()> + Send + use<> {
+    Controller::for_stream(watch::log_errors(events, "Topic"), topics)
         .reconcile_all_on(leadership_gained(gained))
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
@@ -335,23 +318,18 @@ fn topic_controller(
             },
             ctx,
         )
-        .for_each(|r| log_failure("topic reconcile", r));
-    (topics, topic_loop)
+        .for_each(|r| log_failure("topic reconcile", r))
 }
 
-/// The orphan sweep of one scope: its cache of labelled pods, its own copy of the groups, and its
-/// loop.
+/// The orphan sweep of one scope: its cache of labelled pods, and its loop.
 fn sweep_controller(
     client: &Client,
     ctx: Arc<Context>,
     ns: Option<&str>,
     synced: signal::Receiver<bool>,
     gained: signal::Receiver<u64>,
-) -> (
-    Store<Pod>,
-    Store<ConsumerGroup>,
-    impl Future<Output = ()> + Send + use<>,
-) {
+    (groups, group_events): (Store<ConsumerGroup>, Watched<ConsumerGroup>),
+) -> (Store<Pod>, impl Future<Output = ()> + Send + use<>) {
     // Only labelled pods are cached here: the consumers, not the whole cluster.
     let members = Arc::new(pod_index::PodIndex::default());
     let (labelled, pod_events) = {
@@ -364,13 +342,7 @@ fn sweep_controller(
         )
     };
     // A deleted group changes none of its pods, so its deletion must start their sweep. The
-    // sweep reads its own copy of the groups, updated before the event that triggers it.
-    let (groups, group_events) = watch::reflect_guarded(
-        scoped::<DeserializeGuard<ConsumerGroup>>(client, ns),
-        watch::config(),
-        watch::trim_meta,
-        |_| {},
-    );
+    // groups' store is updated before the event that triggers it reaches the sweep.
     let sweep_ctx = Arc::new(sweep::SweepContext {
         ctx,
         groups: groups.clone(),
@@ -392,18 +364,21 @@ fn sweep_controller(
             sweep_ctx,
         )
         .for_each(|r| log_failure("orphan sweep", r));
-    (labelled, groups, sweep_loop)
+    (labelled, sweep_loop)
 }
+
+/// What one of several controllers reads of a shared watch (see [`watch::fan_out`]).
+type Watched<K> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send>>;
 
 /// The controllers of one namespace (or all): their caches, and a future that runs them until
 /// shutdown.
 ///
-/// Topics are watched twice (group and Topic controllers) and ConsumerGroups twice (group
-/// controller and sweep). kube's shared reflectors (`reflect_shared`, `for_shared_stream`) would
-/// halve that, but their subscribers are not told of deletions (only applied objects and the
-/// objects of a finished list are dispatched), and both second uses exist for deletions: a
-/// deleted Topic must re-plan its groups at once, and a deleted group must start its pods'
-/// sweep.
+/// Topics and ConsumerGroups are watched once each and their events fanned out (Topics to the
+/// group and Topic controllers, groups to the group controller and the sweep), deletions
+/// included: both second uses exist for deletions (a deleted Topic must re-plan its groups at
+/// once, a deleted group must start its pods' sweep), which kube's shared reflectors do not pass
+/// on.
 fn run_scope(
     client: &Client,
     ctx: &Arc<Context>,
@@ -415,6 +390,26 @@ fn run_scope(
     impl Future<Output = ()> + Send + use<>,
 ) {
     let (synced_tx, synced) = signal::channel(false);
+    let index = Arc::new(index::GroupIndex::default());
+    // The index follows every group's spec before the group's own reconcile runs. (Not by
+    // looking a group up in the store: during a list the store still holds the previous list,
+    // so a listed group looked deleted and a new leader never heard of its Topics' changes.)
+    let indexing = index.clone();
+    let (groups, group_events) = watch::reflect_guarded(
+        scoped::<DeserializeGuard<ConsumerGroup>>(client, namespace),
+        watch::config(),
+        watch::trim_meta,
+        move |event| indexing.observe(event),
+    );
+    let (topics, topic_events) = watch::reflect_guarded(
+        scoped::<DeserializeGuard<Topic>>(client, namespace),
+        watch::config(),
+        watch::trim_meta,
+        |_| {},
+    );
+    let (group_watch, [groups_to_plan, groups_to_sweep]) =
+        watch::fan_out(group_events, "ConsumerGroup");
+    let (topic_watch, [topics_to_plan, topics_to_sync]) = watch::fan_out(topic_events, "Topic");
     let (scope, group_loop) = group_controller(
         client,
         ctx.clone(),
@@ -422,20 +417,22 @@ fn run_scope(
         settings,
         gained.clone(),
         synced.clone(),
+        (groups.clone(), Box::pin(groups_to_plan), index),
+        (topics.clone(), Box::pin(topics_to_plan)),
     );
-    let (tracked_topics, topic_loop) = topic_controller(
-        client,
+    let topic_loop = topic_controller(
         ctx.clone(),
-        namespace,
         settings.concurrency,
         gained.clone(),
+        (topics, Box::pin(topics_to_sync)),
     );
-    let (labelled_pods, swept_groups, sweep_loop) = sweep_controller(
+    let (labelled_pods, sweep_loop) = sweep_controller(
         client,
         ctx.clone(),
         namespace,
         synced.clone(),
         gained.clone(),
+        (groups, Box::pin(groups_to_sweep)),
     );
     let mut caches = Caches::default();
     caches.add(scope.groups.clone());
@@ -444,13 +441,18 @@ fn run_scope(
     caches.add(scope.deployments.clone());
     caches.add(scope.statefulsets.clone());
     caches.add(scope.replicasets.clone());
-    caches.add(tracked_topics);
     caches.add(labelled_pods);
-    caches.add(swept_groups);
     let loops = async move {
         // The sender lives as long as the loops, so the flag never reads "gone" while they run.
         let raise = raise_when_synced(caches, &synced_tx);
-        tokio::join!(group_loop, topic_loop, sweep_loop, raise);
+        tokio::join!(
+            group_watch,
+            topic_watch,
+            group_loop,
+            topic_loop,
+            sweep_loop,
+            raise
+        );
     };
     (synced, loops)
 }

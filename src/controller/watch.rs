@@ -1,6 +1,7 @@
 //! The operator's watch caches: one reflector per kind, trimmed to what reconciles read, with a
 //! retry policy that comes back within seconds of an API-server restart.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -250,6 +251,61 @@ pub fn trim_pod(pod: &mut Pod) {
     });
 }
 
+/// Room for this many objects between a watch and each of its readers in [`fan_out`].
+const FAN_OUT_BUFFER: usize = 256;
+
+/// One watch for `N` controllers: every object the stream touches, deleted ones included, goes
+/// to each of the `N` streams, in order. (kube's shared reflectors, `reflect_shared` and
+/// `for_shared_stream`, would do this but do not pass deletions on, and a deleted Topic must
+/// re-plan its groups at once, a deleted group start its pods' sweep.) The first value drives
+/// the watch, and so its store: run it with the readers; it ends once every reader is dropped.
+/// Errors are logged there, as [`log_errors`] does.
+pub fn fan_out<K, const N: usize>(
+    events: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    kind: &'static str,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    [impl Stream<Item = Result<K, watcher::Error>> + Send + 'static; N],
+)
+where
+    K: Clone + Send + 'static,
+{
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..N)
+        .map(|_| tokio::sync::mpsc::channel::<K>(FAN_OUT_BUFFER))
+        .unzip();
+    let driver = async move {
+        let mut events = std::pin::pin!(events);
+        // The watch ends when every reader is gone (their controllers shut down).
+        let mut gone = std::pin::pin!(futures::future::join_all(
+            senders.iter().map(|tx| tx.closed())
+        ));
+        loop {
+            let event = tokio::select! {
+                _ = &mut gone => break,
+                event = events.next() => event,
+            };
+            match event {
+                None => break,
+                Some(Ok(object)) => {
+                    for tx in &senders {
+                        // A reader that is gone is skipped.
+                        let _ = tx.send(object.clone()).await;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
+            }
+        }
+    };
+    let streams: Vec<_> = receivers
+        .into_iter()
+        .map(|rx| tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok))
+        .collect();
+    let Ok(streams) = <[_; N]>::try_from(streams) else {
+        unreachable!("N receivers were made")
+    };
+    (driver, streams)
+}
+
 /// Logs and drops the errors of a trigger stream. Each watch retries on its own backoff; passed
 /// on, an error would also pause the controller's shared trigger backoff, which holds back every
 /// other watch of that controller (measured: 30-40 s of deafness after an API-server restart).
@@ -351,5 +407,28 @@ mod tests {
         assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
         assert!(super::super::consumers::is_consumer(&pod));
+    }
+
+    #[tokio::test]
+    async fn fan_out_gives_every_reader_every_object_and_ends_with_them() {
+        let events = futures::stream::iter(vec![
+            Ok::<_, watcher::Error>("a"),
+            Ok("b (deleted)"),
+            Ok("c"),
+        ])
+        .chain(futures::stream::pending());
+        let (driver, [one, two]) = fan_out::<&str, 2>(events, "Test");
+        let driver = tokio::spawn(driver);
+        let read = |s: std::pin::Pin<
+            Box<dyn Stream<Item = Result<&'static str, watcher::Error>> + Send>,
+        >| async move { s.take(3).map(Result::unwrap).collect::<Vec<_>>().await };
+        let (one, two) = tokio::join!(read(Box::pin(one)), read(Box::pin(two)));
+        assert_eq!(one, ["a", "b (deleted)", "c"]);
+        assert_eq!(two, one);
+        // Both readers are dropped (take(3) consumed them): the watch, endless itself, ends.
+        tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .expect("the driver did not end with its readers")
+            .unwrap();
     }
 }
