@@ -194,16 +194,7 @@ fn group_controller(
     ),
     (topics, topic_events): (Store<Topic>, Watched<Topic>),
 ) -> (Arc<Scope>, impl Future<Output = ()> + Send + use<>) {
-    let pod_index = Arc::new(pod_index::PodIndex::default());
-    let (pods, pod_events) = {
-        let pod_index = pod_index.clone();
-        watch::reflect(
-            scoped::<Pod>(client, ns),
-            watch::config(),
-            watch::trim_pod,
-            move |event| pod_index.observe(event),
-        )
-    };
+    let (pods, pod_index, pod_events) = indexed_pods(client, ns, watch::config());
     let (deployments, deployment_events) = watch::reflect(
         scoped::<Deployment>(client, ns),
         watch::config(),
@@ -285,6 +276,27 @@ fn group_controller(
     (scope, group_loop)
 }
 
+/// A pod watch (trimmed) with its store and its [`pod_index::PodIndex`].
+fn indexed_pods(
+    client: &Client,
+    ns: Option<&str>,
+    config: kube::runtime::watcher::Config,
+) -> (
+    Store<Pod>,
+    Arc<pod_index::PodIndex>,
+    impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + use<>,
+) {
+    let index = Arc::new(pod_index::PodIndex::default());
+    let observer = index.clone();
+    let (store, events) = watch::reflect(
+        scoped::<Pod>(client, ns),
+        config,
+        watch::trim_pod,
+        move |event| observer.observe(event),
+    );
+    (store, index, events)
+}
+
 /// Namespace and name of a cached workload, for its trigger.
 trait WorkloadObject {
     fn ns(&self) -> String;
@@ -331,16 +343,8 @@ fn sweep_controller(
     (groups, group_events): (Store<ConsumerGroup>, Watched<ConsumerGroup>),
 ) -> (Store<Pod>, impl Future<Output = ()> + Send + use<>) {
     // Only labelled pods are cached here: the consumers, not the whole cluster.
-    let members = Arc::new(pod_index::PodIndex::default());
-    let (labelled, pod_events) = {
-        let members = members.clone();
-        watch::reflect(
-            scoped::<Pod>(client, ns),
-            watch::config().labels(consumers::GROUP_LABEL),
-            watch::trim_pod,
-            move |event| members.observe(event),
-        )
-    };
+    let (labelled, members, pod_events) =
+        indexed_pods(client, ns, watch::config().labels(consumers::GROUP_LABEL));
     // A deleted group changes none of its pods, so its deletion must start their sweep. The
     // groups' store is updated before the event that triggers it reaches the sweep.
     let sweep_ctx = Arc::new(sweep::SweepContext {

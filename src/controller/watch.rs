@@ -259,7 +259,7 @@ const FAN_OUT_BUFFER: usize = 256;
 /// `for_shared_stream`, would do this but do not pass deletions on, and a deleted Topic must
 /// re-plan its groups at once, a deleted group start its pods' sweep.) The first value drives
 /// the watch, and so its store: run it with the readers; it ends once every reader is dropped.
-/// Errors are logged there, as [`log_errors`] does.
+/// Errors are logged there, by [`log_errors`].
 pub fn fan_out<K, const N: usize>(
     events: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     kind: &'static str,
@@ -274,7 +274,7 @@ where
         .map(|_| tokio::sync::mpsc::channel::<K>(FAN_OUT_BUFFER))
         .unzip();
     let driver = async move {
-        let mut events = std::pin::pin!(events);
+        let mut events = std::pin::pin!(log_errors(events, kind));
         // The watch ends when every reader is gone (their controllers shut down).
         let mut gone = std::pin::pin!(futures::future::join_all(
             senders.iter().map(|tx| tx.closed())
@@ -285,14 +285,14 @@ where
                 event = events.next() => event,
             };
             match event {
-                None => break,
+                // log_errors passes objects only.
+                None | Some(Err(_)) => break,
                 Some(Ok(object)) => {
                     for tx in &senders {
                         // A reader that is gone is skipped.
                         let _ = tx.send(object.clone()).await;
                     }
                 }
-                Some(Err(e)) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
             }
         }
     };

@@ -300,26 +300,7 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             ),
         });
     }
-    if conditions::changed(&current.conditions, &status.conditions, IDLE)
-        && let Some(c) = conditions::find(&status.conditions, IDLE)
-        && c.status == "True"
-    {
-        events.push(EventSpec {
-            regarding: Regarding::Group,
-            warning: true,
-            reason: IDLE.into(),
-            note: c.message.clone(),
-        });
-        if workload.desired_replicas.is_some() {
-            events.push(EventSpec {
-                regarding: Regarding::Workload,
-                warning: true,
-                reason: IDLE.into(),
-                note: c.message.clone(),
-            });
-        }
-    }
-    for type_ in [CLIENTS_MISMATCH, CLIENTS_DIVERGE] {
+    for type_ in [IDLE, CLIENTS_MISMATCH, CLIENTS_DIVERGE] {
         if conditions::changed(&current.conditions, &status.conditions, type_)
             && let Some(c) = conditions::find(&status.conditions, type_)
             && c.status == "True"
@@ -330,6 +311,15 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
                 reason: type_.into(),
                 note: c.message.clone(),
             });
+            // Idle replicas are the workload's to fix: its owners see the Event there too.
+            if type_ == IDLE && workload.desired_replicas.is_some() {
+                events.push(EventSpec {
+                    regarding: Regarding::Workload,
+                    warning: true,
+                    reason: IDLE.into(),
+                    note: c.message.clone(),
+                });
+            }
         }
     }
     // Any other change of Ready (a recovery) is reported by the Rebalanced Event or the status.
