@@ -212,6 +212,9 @@ check "args: no --sync-period (the operator's default)" lacks "$DEP" "--sync-per
 check "args: no --max-concurrent-reconciles (the operator's default)" \
   lacks "$DEP" "--max-concurrent-reconciles"
 check "args: no --client-grace (the operator's default)" lacks "$DEP" "--client-grace"
+check "args: no --client-probe-languages (the operator's default)" lacks "$DEP" "--client-probe-languages"
+check "args: no --broker-requests-per-second (the operator's default)" \
+  lacks "$DEP" "--broker-requests-per-second"
 check "env POD_NAME from metadata.name" \
   has_re "$(tr '\n' ' ' <<<"$DEP")" "name: POD_NAME +valueFrom: +fieldRef: +fieldPath: metadata.name "
 check "env POD_NAMESPACE from metadata.namespace" \
@@ -282,6 +285,8 @@ check "args: --log-format=text" has "$DEP" "- --log-format=text"
 check "args: --sync-period=10" has "$DEP" "- --sync-period=10"
 check "args: --max-concurrent-reconciles=32" has "$DEP" "- --max-concurrent-reconciles=32"
 check "args: --client-grace=120" has "$DEP" "- --client-grace=120"
+check "args: --client-probe-languages=JAVA,GO" has "$DEP" "- --client-probe-languages=JAVA,GO"
+check "args: --broker-requests-per-second=50" has "$DEP" "- --broker-requests-per-second=50"
 check "serviceAccountName: $SA" has "$DEP" "serviceAccountName: $SA"
 check "image from values" has "$DEP" 'image: "registry.example.com/platform/rebalancer:0.1.0-rc.1"'
 check "imagePullPolicy: Always" has "$DEP" "imagePullPolicy: Always"
@@ -395,6 +400,8 @@ must_fail "syncPeriodSeconds=0" syncPeriodSeconds --set syncPeriodSeconds=0
 must_fail "syncPeriodSeconds=30s" syncPeriodSeconds --set syncPeriodSeconds=30s
 must_fail "maxConcurrentReconciles=0" maxConcurrentReconciles --set maxConcurrentReconciles=0
 must_fail "clientGraceSeconds=0" clientGraceSeconds --set clientGraceSeconds=0
+must_fail "clientProbeLanguages=JAVA;GO" clientProbeLanguages --set-string "clientProbeLanguages=JAVA;GO"
+must_fail "brokerRequestsPerSecond=0" brokerRequestsPerSecond --set brokerRequestsPerSecond=0
 must_fail "replicaCount=2 with leaderElection.enabled=false" \
   "requires leaderElection.enabled=true" --set replicaCount=2 --set leaderElection.enabled=false
 must_fail "replicaCount=3 with leaderElection.enabled=false" \

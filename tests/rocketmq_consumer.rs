@@ -380,10 +380,27 @@ async fn asked_through_the_broker_each_client_tells_the_queues_it_holds() {
     };
     wait_split(&[&a, &b], &topic, &all, &[2, 2]).await;
     let broker = connect(mq.broker_addr()).await;
+    // The broker lists both with the language they declared: what the operator's probe decides
+    // on (rocketmq-client-rust is one of the default --client-probe-languages).
+    let listed = broker.consumer_connections(&group).await.unwrap();
+    let ids: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.language.as_str()))
+        .collect();
+    let mut expected = vec![(a.client_id(), "RUST"), (b.client_id(), "RUST")];
+    expected.sort();
+    assert_eq!(ids, expected, "{listed:?}");
+    assert!(
+        broker
+            .consumer_connections(&unique("nobody"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     for c in [&a, &b] {
         let answered: BTreeSet<Queue> = eventually("the client's answer to match", || async {
             let answer: BTreeSet<Queue> = broker
-                .held_queues(&group, c.client_id())
+                .held_queues(&group, c.client_id(), Duration::from_secs(5))
                 .await
                 .map_err(|e| e.to_string())?
                 .into_iter()
@@ -401,6 +418,8 @@ async fn asked_through_the_broker_each_client_tells_the_queues_it_holds() {
             "{answered:?}"
         );
     }
-    let unknown = broker.held_queues(&group, "127.0.0.9@nobody").await;
+    let unknown = broker
+        .held_queues(&group, "127.0.0.9@nobody", Duration::from_secs(5))
+        .await;
     assert!(unknown.is_err(), "{unknown:?}");
 }

@@ -49,6 +49,18 @@ pub struct RunArgs {
     /// broker does not tell them when one leaves).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_grace: u64,
+    /// `consumerIds: Client`: the languages (as clients declare them to the broker) of the
+    /// clients asked which queues they hold (GET_CONSUMER_RUNNING_INFO, forwarded by a broker).
+    /// A client that does not answer it can be disconnected by the broker (rocketmq-rust) or hold
+    /// a broker thread for 10 s (Apache RocketMQ), so only clients known to answer are asked:
+    /// a comma-separated list, `*` for every client, `none` to ask nobody.
+    #[arg(long, default_value = crate::controller::context::DEFAULT_PROBE_LANGUAGES)]
+    pub client_probe_languages: crate::controller::group::probe::Languages,
+    /// Most requests per second the operator sends to brokers, all groups and Topics together;
+    /// a request that would exceed it waits up to 1 s, then is refused (metric
+    /// rebalancer_broker_requests_total).
+    #[arg(long, default_value_t = crate::controller::context::DEFAULT_BROKER_RPS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub broker_requests_per_second: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -96,6 +108,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         concurrency: args.max_concurrent_reconciles,
         sync_period: Duration::from_secs(args.sync_period),
         client_grace: Duration::from_secs(args.client_grace),
+        client_probe_languages: args.client_probe_languages.clone(),
+        broker_requests_per_second: args.broker_requests_per_second,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

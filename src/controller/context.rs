@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+use super::group::probe::{Languages, Policy, Probes};
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::scope::{Failures, NodeZones};
@@ -28,6 +29,13 @@ pub const STATUS_BUDGET_BYTES: usize = 768 * 1024;
 
 /// How often a Topic with `nameServers` reads its route again (`--sync-period`).
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
+
+/// Languages whose clients are asked which queues they hold (`--client-probe-languages`): Apache
+/// RocketMQ's Java client and rocketmq-client-rust answer `GET_CONSUMER_RUNNING_INFO`.
+pub const DEFAULT_PROBE_LANGUAGES: &str = "JAVA,RUST";
+
+/// Requests per second the operator sends to brokers at most (`--broker-requests-per-second`).
+pub const DEFAULT_BROKER_RPS: u32 = 200;
 
 /// Shared state of the reconcilers.
 #[derive(Clone)]
@@ -58,6 +66,8 @@ pub struct Context {
     /// Connections to NameServers and brokers, kept open and shared by every reconcile
     /// (RocketMQ's default admin timeouts: 3 s to connect, 3 s per request).
     pub rocketmq: Arc<Connections>,
+    /// `consumerIds: Client`: which clients are asked which queues they hold, and their answers.
+    pub probes: Arc<Probes>,
 }
 
 impl Context {
@@ -81,6 +91,10 @@ impl Context {
             client_grace: Duration::from_secs(60),
             name_servers: Arc::default(),
             rocketmq: Arc::new(Connections::new(Timeouts::default())),
+            probes: Arc::new(Probes::new(Policy::new(
+                DEFAULT_PROBE_LANGUAGES.parse().unwrap_or(Languages::Off),
+                DEFAULT_SYNC_PERIOD,
+            ))),
         }
     }
 

@@ -45,6 +45,13 @@ pub struct MismatchLabels {
     pub kind: String,
 }
 
+/// Labels of a request to a broker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerRequestLabels {
+    /// `sent`, or `refused` by `--broker-requests-per-second`.
+    pub result: String,
+}
+
 /// Labels of one Topic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
@@ -89,6 +96,10 @@ pub struct Metrics {
     pub clients_mismatched: Family<MismatchLabels, Gauge>,
     /// `consumerIds: Client`: clients holding other queues than computed for them.
     pub clients_diverging: Family<GroupLabels, Gauge>,
+    /// `consumerIds: Client`: clients whose queues are not known (not asked, or no answer).
+    pub clients_unverified: Family<GroupLabels, Gauge>,
+    /// Requests to brokers, sent or refused by the operator's own limit.
+    pub broker_requests: Family<BrokerRequestLabels, Counter>,
     /// 1 while this replica holds the leader lease (or runs without leader election).
     pub leader: Gauge,
     /// Successful writes by resource.
@@ -113,6 +124,8 @@ impl Default for Metrics {
         let queues_moved = Family::<GroupLabels, Counter>::default();
         let clients_mismatched = Family::<MismatchLabels, Gauge>::default();
         let clients_diverging = Family::<GroupLabels, Gauge>::default();
+        let clients_unverified = Family::<GroupLabels, Gauge>::default();
+        let broker_requests = Family::<BrokerRequestLabels, Counter>::default();
         let leader = Gauge::default();
         let writes = Family::<WriteLabels, Counter>::default();
         let topic_sync_failures = Family::<SyncFailureLabels, Counter>::default();
@@ -154,6 +167,16 @@ impl Default for Metrics {
             "consumerIds Client: clients that hold other queues than computed for them (asked with GET_CONSUMER_RUNNING_INFO)",
             clients_diverging.clone(),
         );
+        registry.register(
+            "clients_unverified",
+            "consumerIds Client: clients whose queues are not known: not asked (language, back-off, probe off) or no answer",
+            clients_unverified.clone(),
+        );
+        registry.register(
+            "broker_requests",
+            "Requests to brokers: sent, or refused by --broker-requests-per-second",
+            broker_requests.clone(),
+        );
         registry.register("leader", "1 when this replica may write", leader.clone());
         registry.register(
             "topic_sync_failures",
@@ -179,6 +202,8 @@ impl Default for Metrics {
             queues_moved,
             clients_mismatched,
             clients_diverging,
+            clients_unverified,
+            broker_requests,
             leader,
             writes,
             topic_sync_failures,
@@ -196,6 +221,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+
+    /// The counter of broker requests with `result` (shared with the throttle that counts them).
+    pub fn broker_request(&self, result: &str) -> Counter {
+        self.broker_requests
+            .get_or_create(&BrokerRequestLabels {
+                result: result.to_string(),
+            })
+            .clone()
     }
 
     /// Labels of a group.

@@ -55,7 +55,15 @@ pub struct Settings {
     pub sync_period: Duration,
     /// How long Client-mode clients may hold other queues than computed.
     pub client_grace: Duration,
+    /// Client-mode clients asked which queues they hold, by language.
+    pub client_probe_languages: group::probe::Languages,
+    /// Most requests per second to brokers.
+    pub broker_requests_per_second: u32,
 }
+
+/// How long a request to a broker may wait for a slot of `--broker-requests-per-second`
+/// before it is refused.
+const BROKER_SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Requeue after a failed reconcile: exponential for transient failures, slow for refusals that
 /// only a person can fix.
@@ -494,6 +502,8 @@ fn log_started(settings: &Settings, server: &str) {
         leader_election = %leader_election,
         metrics_addr = %settings.metrics_addr,
         sync_period = ?settings.sync_period,
+        client_probe_languages = %settings.client_probe_languages,
+        broker_requests_per_second = settings.broker_requests_per_second,
         "operator started"
     );
 }
@@ -519,6 +529,20 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     );
     ctx.sync_period = settings.sync_period;
     ctx.client_grace = settings.client_grace;
+    ctx.probes = Arc::new(group::probe::Probes::new(group::probe::Policy::new(
+        settings.client_probe_languages.clone(),
+        settings.sync_period,
+    )));
+    let throttle = crate::rocketmq::Throttle::new(
+        settings.broker_requests_per_second,
+        BROKER_SLOT_WAIT,
+        metrics.broker_request("sent"),
+        metrics.broker_request("refused"),
+    );
+    ctx.rocketmq = Arc::new(
+        crate::rocketmq::Connections::new(crate::rocketmq::Timeouts::default())
+            .with_throttle(Arc::new(throttle)),
+    );
     let ctx = Arc::new(ctx);
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(

@@ -250,7 +250,7 @@ async fn consume_stats(
     for group in groups {
         let stats = match &addr {
             Ok(addr) => connections
-                .call(addr, |c| {
+                .call_broker(addr, |c| {
                     let (group, topic) = (group.clone(), topic.to_string());
                     async move { c.consume_stats(&group, Some(&topic)).await }
                 })
@@ -272,7 +272,7 @@ async fn write(
     let addr = master(cluster, &target.broker)?;
     let config = TopicConfig::new(topic, target.read, target.write, target.permission);
     connections
-        .call(addr, |c| {
+        .call_broker(addr, |c| {
             let config = config.clone();
             async move { c.create_or_update_topic(&config).await }
         })

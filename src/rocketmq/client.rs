@@ -98,6 +98,17 @@ pub enum Error {
         /// The server's remark.
         remark: String,
     },
+    /// Not sent: the operator's own limit on requests per second to brokers was reached
+    /// (`--broker-requests-per-second`).
+    #[error(
+        "request to RocketMQ at {addr} not sent: the operator's limit of {limit} requests per second to brokers is reached"
+    )]
+    Throttled {
+        /// `host:port`.
+        addr: String,
+        /// The limit.
+        limit: u32,
+    },
     /// No NameServer of the list answered (one error per address tried, in order).
     #[error("no NameServer answered: {}", join_errors(.0))]
     NameServers(Vec<Error>),
@@ -234,7 +245,12 @@ impl RemotingClient {
     }
 
     /// Sends `request` with a fresh opaque and returns the matching response, whatever its code.
-    pub async fn invoke(&self, mut request: Command) -> Result<Command> {
+    pub async fn invoke(&self, request: Command) -> Result<Command> {
+        self.invoke_within(request, self.timeouts.request).await
+    }
+
+    /// As [`RemotingClient::invoke`], waiting up to `within` for the response.
+    pub async fn invoke_within(&self, mut request: Command, within: Duration) -> Result<Command> {
         let what = code::name(request.code);
         let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed) & i32::MAX;
         request.opaque = opaque;
@@ -284,7 +300,7 @@ impl RemotingClient {
                 }
             }
         };
-        match tokio::time::timeout(self.timeouts.request, exchange).await {
+        match tokio::time::timeout(within, exchange).await {
             Ok(result) => result,
             Err(_) => {
                 if writing.load(Ordering::Relaxed) {
@@ -295,7 +311,7 @@ impl RemotingClient {
                 Err(Error::Timeout {
                     addr: self.addr.clone(),
                     request: what,
-                    after: self.timeouts.request,
+                    after: within,
                 })
             }
         }
@@ -411,6 +427,32 @@ impl RemotingClient {
         }
     }
 
+    /// The clients of `group` connected to this broker, with the language and version each
+    /// declared (`GET_CONSUMER_CONNECTION_LIST`, header `GetConsumerConnectionListRequestHeader`:
+    /// `consumerGroup`; body `ConsumerConnection`, as `mqadmin consumerConnection` shows it). A
+    /// group nobody consumes answers `CONSUMER_NOT_ONLINE`: that is an empty list here.
+    pub async fn consumer_connections(&self, group: &str) -> Result<Vec<ClientConnection>> {
+        let request = Command::request(
+            code::GET_CONSUMER_CONNECTION_LIST,
+            [("consumerGroup", group)],
+        );
+        let response = self.invoke(request).await?;
+        match response.code {
+            response::SUCCESS => {
+                let body: RawConsumerConnection = self.body("consumer connections", &response)?;
+                let mut connections = body.connection_set;
+                connections.sort();
+                connections.dedup();
+                Ok(connections)
+            }
+            response::CONSUMER_NOT_ONLINE => Ok(Vec::new()),
+            response::SYSTEM_ERROR if response.remark().starts_with(NO_CONSUMER_REMARK) => {
+                Ok(Vec::new())
+            }
+            _ => Err(self.remote(code::name(code::GET_CONSUMER_CONNECTION_LIST), &response)),
+        }
+    }
+
     /// Offsets of `group` on this broker (`GET_CONSUME_STATS`, header
     /// `GetConsumeStatsRequestHeader`: `consumerGroup`, optional `topic`): for each queue, the
     /// broker's max offset and the group's committed offset. Without `topic`, the broker reports
@@ -434,11 +476,13 @@ impl RemotingClient {
     /// The queues client `client_id` of `group` holds now, asked through this broker
     /// (`GET_CONSUMER_RUNNING_INFO`; the broker forwards it to the client, which answers with its
     /// `ConsumerRunningInfo`, as `mqadmin consumerStatus` shows it): `(topic, broker, queue id)`,
-    /// sorted. Includes the group's retry topic (`%RETRY%<group>`).
+    /// sorted. Includes the group's retry topic (`%RETRY%<group>`). Waits up to `within`: a
+    /// broker waits for the client longer than an ordinary admin call (Apache RocketMQ: 10 s).
     pub async fn held_queues(
         &self,
         group: &str,
         client_id: &str,
+        within: Duration,
     ) -> Result<Vec<(String, String, u32)>> {
         let request = Command::request(
             code::GET_CONSUMER_RUNNING_INFO,
@@ -448,7 +492,10 @@ impl RemotingClient {
                 ("jstackEnable", "false"),
             ],
         );
-        let response = self.invoke_ok(request).await?;
+        let response = self.invoke_within(request, within).await?;
+        if response.code != response::SUCCESS {
+            return Err(self.remote(code::name(code::GET_CONSUMER_RUNNING_INFO), &response));
+        }
         let raw: RawRunningInfo = self.body("consumer running info", &response)?;
         raw.into_queues().map_err(|reason| Error::Protocol {
             addr: self.addr.clone(),
@@ -664,6 +711,30 @@ pub struct ClusterInfo {
     /// Cluster name to broker names.
     #[serde(default, deserialize_with = "null_default")]
     pub cluster_addr_table: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// One client connection of a group on a broker (`Connection.java`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConnection {
+    /// `clientIP@instanceName[@unitName]`.
+    pub client_id: String,
+    /// `ip:port` of the connection.
+    #[serde(default, deserialize_with = "null_default")]
+    pub client_addr: String,
+    /// `LanguageCode` the client declared, e.g. `JAVA`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub language: String,
+    /// `MQVersion` ordinal the client declared.
+    #[serde(default)]
+    pub version: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConsumerConnection {
+    #[serde(default, deserialize_with = "null_default")]
+    connection_set: Vec<ClientConnection>,
 }
 
 #[derive(Deserialize)]

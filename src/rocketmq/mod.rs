@@ -12,13 +12,15 @@
 pub mod client;
 pub mod frame;
 pub mod pool;
+pub mod throttle;
 
 pub use client::{
-    BrokerData, ClusterInfo, ConsumeStats, Error, NameServers, QueueData, QueueOffsets,
-    RemotingClient, Result, Timeouts, TopicConfig, TopicRoute,
+    BrokerData, ClientConnection, ClusterInfo, ConsumeStats, Error, NameServers, QueueData,
+    QueueOffsets, RemotingClient, Result, Timeouts, TopicConfig, TopicRoute,
 };
 pub use frame::{Command, FrameError};
 pub use pool::Connections;
+pub use throttle::Throttle;
 
 use crate::assign::Permission;
 
@@ -45,6 +47,10 @@ pub mod code {
     pub const GET_ROUTEINFO_BY_TOPIC: i32 = 105;
     /// `GET_BROKER_CLUSTER_INFO = 106` (RequestCode.java); no header; body `body/ClusterInfo`.
     pub const GET_BROKER_CLUSTER_INFO: i32 = 106;
+    /// `GET_CONSUMER_CONNECTION_LIST = 203` (RequestCode.java); header
+    /// `GetConsumerConnectionListRequestHeader`: consumerGroup; body `ConsumerConnection`
+    /// (`connectionSet`: clientId, clientAddr, language, version).
+    pub const GET_CONSUMER_CONNECTION_LIST: i32 = 203;
     /// `GET_CONSUME_STATS = 208` (RequestCode.java); header `GetConsumeStatsRequestHeader`:
     /// consumerGroup, topic (optional); body `admin/ConsumeStats`.
     pub const GET_CONSUME_STATS: i32 = 208;
@@ -64,6 +70,7 @@ pub mod code {
             GET_CONSUMER_LIST_BY_GROUP => "GET_CONSUMER_LIST_BY_GROUP",
             GET_ROUTEINFO_BY_TOPIC => "GET_ROUTEINFO_BY_TOPIC",
             GET_BROKER_CLUSTER_INFO => "GET_BROKER_CLUSTER_INFO",
+            GET_CONSUMER_CONNECTION_LIST => "GET_CONSUMER_CONNECTION_LIST",
             GET_CONSUME_STATS => "GET_CONSUME_STATS",
             GET_CONSUMER_RUNNING_INFO => "GET_CONSUMER_RUNNING_INFO",
             _ => "request",
@@ -84,6 +91,8 @@ pub mod response {
     pub const TOPIC_NOT_EXIST: i32 = 17;
     /// `SUBSCRIPTION_GROUP_NOT_EXIST = 26` (ResponseCode.java).
     pub const SUBSCRIPTION_GROUP_NOT_EXIST: i32 = 26;
+    /// `CONSUMER_NOT_ONLINE = 206` (ResponseCode.java).
+    pub const CONSUMER_NOT_ONLINE: i32 = 206;
     /// `INVALID_PARAMETER = 29` (ResponseCode.java).
     pub const INVALID_PARAMETER: i32 = 29;
 }

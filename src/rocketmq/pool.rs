@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::client::{Error, RemotingClient, Result, Timeouts};
+use super::throttle::Throttle;
 
 /// Connections unused for this long are closed (Topics whose `nameServers` changed, brokers
 /// that left the route).
@@ -30,6 +31,8 @@ pub const IDLE: Duration = Duration::from_secs(600);
 pub struct Connections {
     timeouts: Timeouts,
     open: Mutex<HashMap<String, Kept>>,
+    /// The limit of requests per second to brokers ([`Connections::call_broker`]).
+    throttle: Option<Arc<Throttle>>,
 }
 
 #[derive(Debug)]
@@ -44,7 +47,33 @@ impl Connections {
         Connections {
             timeouts,
             open: Mutex::new(HashMap::new()),
+            throttle: None,
         }
+    }
+
+    /// Limits [`Connections::call_broker`] by `throttle`.
+    pub fn with_throttle(mut self, throttle: Arc<Throttle>) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// As [`Connections::call`], for a request to a broker: it first takes a slot of the
+    /// operator's limit on requests per second to brokers, and fails with
+    /// [`Error::Throttled`] when none comes in time.
+    pub async fn call_broker<T, F, Fut>(&self, addr: &str, call: F) -> Result<T>
+    where
+        F: Fn(Arc<RemotingClient>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        if let Some(throttle) = &self.throttle
+            && !throttle.acquire().await
+        {
+            return Err(Error::Throttled {
+                addr: addr.to_string(),
+                limit: throttle.rate(),
+            });
+        }
+        self.call(addr, call).await
     }
 
     /// The timeouts of every connection.

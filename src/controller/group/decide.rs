@@ -10,7 +10,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::clients::ClientMap;
-use super::fetch::{Snapshot, TopicProblem, needs_zones};
+use super::fetch::{Listing, Snapshot, TopicProblem, needs_zones};
+use super::probe::{Held, NotAsked};
 use super::{ANNOTATIONS_TRUNCATED, CLIENTS_DIVERGE, CLIENTS_MISMATCH, IDLE, READY, TRUNCATED};
 use crate::api::validation::validate_group;
 use crate::api::{
@@ -81,6 +82,8 @@ pub struct Decision {
     pub clients: Option<ClientMap>,
     /// `consumerIds: Client` (planned): clients holding other queues than computed for them.
     pub diverging: Option<usize>,
+    /// `consumerIds: Client` (planned): clients whose queues are not known.
+    pub unverified: Option<usize>,
 }
 
 /// Decides one group.
@@ -216,7 +219,7 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     ));
     let diverging = clients
         .as_ref()
-        .map(|_| diverging_clients(&topics, &allocation.assignments, &snapshot.held));
+        .map(|(ids, _)| diverging_clients(&topics, &allocation.assignments, ids, &snapshot.held));
     extra.extend(diverge_condition(
         &current,
         diverging.as_ref(),
@@ -271,11 +274,18 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     let rebalanced = current.last_rebalance_time.is_none() || !same_assignment(before, after);
     let pod_patches = pod_patches(snapshot, &annotations, budgets.annotation);
     drop(keyed);
+    let ready = ready_condition(
+        group,
+        &allocation,
+        clients.as_ref().map(|(ids, _)| ids.len()),
+        snapshot.listing.as_ref(),
+    );
     let (mut status, rebalanced) = build_status(
         group,
         &current,
         rebalanced,
         allocation,
+        ready,
         extra,
         budgets.status,
         now,
@@ -288,7 +298,17 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     }
 
     let mut events = Vec::new();
-    if rebalanced {
+    let ready_now = conditions::find(&status.conditions, READY);
+    if let Some(c) = ready_now.filter(|c| c.status == "False")
+        && conditions::changed(&current.conditions, &status.conditions, READY)
+    {
+        events.push(EventSpec {
+            regarding: Regarding::Group,
+            warning: true,
+            reason: c.reason.clone(),
+            note: c.message.clone(),
+        });
+    } else if rebalanced && ready_now.is_some_and(|c| c.status == "True") {
         let a = &status.allocation;
         events.push(EventSpec {
             regarding: Regarding::Group,
@@ -333,8 +353,58 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         moved,
         outcome: Outcome::Planned,
         clients: clients.map(|(_, map)| map),
-        diverging: diverging.map(|d| d.diverging.len()),
+        diverging: diverging.as_ref().map(|d| d.diverging.len()),
+        unverified: diverging.as_ref().map(Divergence::unverified),
     }
+}
+
+/// `Ready` of a planned group: `Rebalanced`, or with `consumerIds: Client` and no client
+/// connected, `NoClientsConnected`. Says how the brokers' lists of clients disagreed.
+fn ready_condition(
+    group: &ConsumerGroup,
+    allocation: &Allocation,
+    clients: Option<usize>,
+    listing: Option<&Listing>,
+) -> Desired {
+    let mut note = String::new();
+    if let Some(l) = listing {
+        if !l.unreachable.is_empty() {
+            note.push_str(&format!(
+                "; clients read from {} of {} brokers (unreachable: {})",
+                l.brokers - l.unreachable.len(),
+                l.brokers,
+                name_some(&l.unreachable, 3)
+            ));
+        }
+        if !l.partial.is_empty() {
+            note.push_str(&format!(
+                "; {} clients listed by some brokers only (counted): {}",
+                l.partial.len(),
+                name_some(&l.partial, 10)
+            ));
+        }
+    }
+    if clients == Some(0) {
+        let brokers = listing.map_or(0, |l| l.brokers - l.unreachable.len());
+        return Desired::new(
+            READY,
+            false,
+            "NoClientsConnected",
+            format!(
+                "no client of RocketMQ group {} is connected: none of the {brokers} brokers that answered lists one{note}",
+                super::fetch::rocketmq_group(group)
+            ),
+        );
+    }
+    Desired::new(
+        READY,
+        true,
+        "Rebalanced",
+        format!(
+            "{} consumers, {} queues{note}",
+            allocation.consumers, allocation.queues
+        ),
+    )
 }
 
 /// The group's consumers: its Ready pods, with their zones when the strategy needs them.
@@ -431,28 +501,56 @@ fn clients_condition(
     ))
 }
 
-/// What the clients that answered hold, against what the allocation computed for them, over the
-/// group's own topics (clients also hold their group's retry topic): (client ids that hold
-/// something else, client ids that did not answer, client ids that answered).
+/// What is known of the clients' queues, against what the allocation computed for them, over
+/// the group's own topics (clients also hold their group's retry topic).
 #[derive(Debug, Default)]
 struct Divergence {
+    /// Answered, and hold something else.
     diverging: Vec<String>,
+    /// Asked, and did not answer.
     silent: Vec<String>,
+    /// Not asked, with why (one line each).
+    not_asked: Vec<(String, String)>,
+    /// Answered.
     answered: usize,
+    /// Every client listed.
+    clients: usize,
+    /// Nobody was asked because the probe is off.
+    probe_off: bool,
+}
+
+impl Divergence {
+    /// Clients whose queues are not known.
+    fn unverified(&self) -> usize {
+        self.silent.len() + self.not_asked.len()
+    }
 }
 
 fn diverging_clients(
     topics: &[&Topic],
     assignments: &[ConsumerAssignment],
-    held: &BTreeMap<String, Result<std::collections::BTreeSet<super::fetch::HeldQueue>, String>>,
+    ids: &[String],
+    held: &BTreeMap<String, Held>,
 ) -> Divergence {
     let names: std::collections::BTreeSet<String> =
         topics.iter().map(|t| crate::plan::topic_name(t)).collect();
-    let mut out = Divergence::default();
-    for (client, answer) in held {
-        match answer {
-            Err(_) => out.silent.push(client.clone()),
-            Ok(queues) => {
+    let mut out = Divergence {
+        clients: ids.len(),
+        ..Divergence::default()
+    };
+    for client in ids {
+        match held.get(client) {
+            None => out
+                .not_asked
+                .push((client.clone(), "not asked".to_string())),
+            Some(Held::NotAsked(NotAsked::ProbeOff)) => {
+                out.probe_off = true;
+                out.not_asked
+                    .push((client.clone(), "the probe is off".to_string()));
+            }
+            Some(Held::NotAsked(why)) => out.not_asked.push((client.clone(), not_asked(why))),
+            Some(Held::NoAnswer(_)) => out.silent.push(client.clone()),
+            Some(Held::Answered(queues)) => {
                 out.answered += 1;
                 let holds: std::collections::BTreeSet<_> = queues
                     .iter()
@@ -473,9 +571,50 @@ fn diverging_clients(
     out
 }
 
+fn not_asked(why: &NotAsked) -> String {
+    match why {
+        NotAsked::ProbeOff => "the probe is off".to_string(),
+        NotAsked::Language(language) => {
+            format!("language {language:?} is not in --client-probe-languages")
+        }
+        NotAsked::BackingOff { retry_in, .. } => {
+            format!("did not answer before, asked again in {retry_in}s")
+        }
+        NotAsked::Busy => "the broker's question slots were busy".to_string(),
+    }
+}
+
+/// `, N did not answer: a, b; M not asked (why): c` for the clients whose queues are unknown.
+fn unverified_note(d: &Divergence) -> String {
+    let mut parts = Vec::new();
+    if !d.silent.is_empty() {
+        parts.push(format!(
+            "{} did not answer GET_CONSUMER_RUNNING_INFO: {}",
+            d.silent.len(),
+            name_some(&d.silent, 10)
+        ));
+    }
+    if !d.not_asked.is_empty() {
+        let mut why: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (client, reason) in &d.not_asked {
+            why.entry(reason.as_str()).or_default().push(client.clone());
+        }
+        for (reason, clients) in why {
+            parts.push(format!(
+                "{} not asked ({reason}): {}",
+                clients.len(),
+                name_some(&clients, 10)
+            ));
+        }
+    }
+    parts.join("; ")
+}
+
 /// `ClientsDiverge` (`consumerIds: Client`): whether the clients hold the queues computed for
-/// them. Clients re-allocate on their own schedule (every 20 s by default, and rocketmq-rust's
-/// broker tells no one when a client leaves), so a difference is first `Unknown` (reason
+/// them. It says only what was seen: `False` only when every client was asked, answered and
+/// holds its queues; clients whose queues are unknown make it `Unknown` (never an all-clear).
+/// Clients re-allocate on their own schedule (every 20 s by default, and rocketmq-rust's broker
+/// tells no one when a client leaves), so a difference is first `Unknown` (reason
 /// `Rebalancing`), and `True` only once it has lasted `grace`: then the clients do something
 /// else than the spec says (another strategy, another client version, other topics).
 fn diverge_condition(
@@ -496,29 +635,56 @@ fn diverge_condition(
             ),
         );
     };
-    let silent = if d.silent.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; {} did not answer: {}",
-            d.silent.len(),
-            name_some(&d.silent, 10)
-        )
-    };
+    let unverified = unverified_note(d);
     if d.diverging.is_empty() {
+        if d.clients == 0 {
+            return Some(Desired::unknown(
+                CLIENTS_DIVERGE,
+                "NoClientsConnected",
+                "no client is connected: nothing to compare",
+            ));
+        }
+        if d.probe_off {
+            return Some(Desired::unknown(
+                CLIENTS_DIVERGE,
+                "ProbeDisabled",
+                "the operator does not ask clients which queues they hold (--client-probe-languages=none)",
+            ));
+        }
+        if !d.silent.is_empty() || !d.not_asked.is_empty() {
+            let reason = if d.silent.is_empty() {
+                "ClientsNotAsked"
+            } else {
+                "ClientsNotAnswering"
+            };
+            return Some(Desired::unknown(
+                CLIENTS_DIVERGE,
+                reason,
+                format!(
+                    "{} of {} clients answered and hold the queues computed for them; {unverified}",
+                    d.answered, d.clients
+                ),
+            ));
+        }
         return Some(Desired::new(
             CLIENTS_DIVERGE,
             false,
             "ClientsHoldTheirQueues",
             format!(
-                "{} clients asked hold exactly the queues computed for them{silent}",
+                "all {} clients answered and hold exactly the queues computed for them",
                 d.answered
             ),
         ));
     }
     let who = name_some(&d.diverging, 10);
+    let unverified = if unverified.is_empty() {
+        unverified
+    } else {
+        format!("; {unverified}")
+    };
+    // Only a difference seen before counts towards the grace, not an unknown of another kind.
     let since = conditions::find(&current.conditions, CLIENTS_DIVERGE)
-        .filter(|c| c.status == "Unknown" || c.status == "True")
+        .filter(|c| c.status == "True" || (c.status == "Unknown" && c.reason == "Rebalancing"))
         .map(|c| (c.status.clone(), c.last_transition_time.0));
     let lasted = since.as_ref().is_some_and(|(status, from)| {
         status == "True" || now.duration_since(*from).unsigned_abs() >= grace && now >= *from
@@ -529,7 +695,7 @@ fn diverge_condition(
             true,
             "ClientsDiverge",
             format!(
-                "{} clients have held other queues than computed for them for {}s or more (another strategy, client version or subscription than the spec?): {who}{silent}",
+                "{} clients have held other queues than computed for them for {}s or more (another strategy, client version or subscription than the spec?): {who}{unverified}",
                 d.diverging.len(),
                 grace.as_secs()
             ),
@@ -539,7 +705,7 @@ fn diverge_condition(
             CLIENTS_DIVERGE,
             "Rebalancing",
             format!(
-                "{} clients hold other queues than computed for them, for now (clients re-allocate on their own schedule): {who}{silent}",
+                "{} clients hold other queues than computed for them, for now (clients re-allocate on their own schedule): {who}{unverified}",
                 d.diverging.len()
             ),
         )
@@ -678,11 +844,13 @@ fn with_unannotated(
 }
 
 /// The status to write, and whether the assignment changed.
+#[allow(clippy::too_many_arguments)]
 fn build_status(
     group: &ConsumerGroup,
     current: &ConsumerGroupStatus,
     rebalanced: bool,
     mut allocation: Allocation,
+    ready: Desired,
     extra: Vec<Desired>,
     budget: usize,
     now: Timestamp,
@@ -691,15 +859,7 @@ fn build_status(
         // Same assignment: keep the numbers of the last rebalance instead of resetting them.
         allocation.moved_queues = current.allocation.moved_queues;
     }
-    let mut desired = vec![Desired::new(
-        READY,
-        true,
-        "Rebalanced",
-        format!(
-            "{} consumers, {} queues",
-            allocation.consumers, allocation.queues
-        ),
-    )];
+    let mut desired = vec![ready];
     desired.extend(extra);
     let mut status = ConsumerGroupStatus {
         observed_generation: group.meta().generation,
@@ -885,6 +1045,7 @@ fn failure_with(
         outcome: Outcome::Failed(reason),
         clients: None,
         diverging: None,
+        unverified: None,
     }
 }
 

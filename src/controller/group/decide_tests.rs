@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::controller::group::fetch::{Workload, WorkloadProblem};
+use crate::controller::group::probe::{Held, NotAsked};
 
 const NS: &str = "shop";
 const GROUP: &str = "cg";
@@ -128,6 +129,7 @@ fn snapshot_with(
         node_zones: BTreeMap::new(),
         clients: None,
         held: BTreeMap::new(),
+        listing: None,
     }
 }
 
@@ -168,6 +170,7 @@ fn applied(snapshot: &Snapshot, decision: &Decision) -> Snapshot {
     Snapshot {
         clients: snapshot.clients.clone(),
         held: snapshot.held.clone(),
+        listing: snapshot.listing.clone(),
         ..snapshot_with(
             group,
             snapshot.topics.clone(),
@@ -856,7 +859,7 @@ fn holding(mut s: Snapshot, held: &[(&str, &[u32])]) -> Snapshot {
                 .map(|id| ("orders".to_string(), "broker-a".to_string(), *id))
                 .collect();
             queues.insert(("%RETRY%cg".to_string(), "broker-a".to_string(), 0));
-            (client.to_string(), Ok(queues))
+            (client.to_string(), Held::Answered(queues))
         })
         .collect();
     s
@@ -874,7 +877,11 @@ fn clients_holding_their_computed_queues_do_not_diverge() {
         (c.status.as_str(), c.reason.as_str()),
         ("False", "ClientsHoldTheirQueues")
     );
-    assert!(c.message.starts_with("2 clients asked"), "{}", c.message);
+    assert!(
+        c.message.starts_with("all 2 clients answered"),
+        "{}",
+        c.message
+    );
 }
 
 #[test]
@@ -923,18 +930,174 @@ fn clients_that_keep_other_queues_diverge_after_the_grace_only() {
 }
 
 #[test]
-fn a_client_that_does_not_answer_is_named_not_counted_as_diverging() {
+fn a_client_that_does_not_answer_makes_it_unknown_never_false() {
     let mut s = holding(
         client_snapshot(4, &["10.0.0.1@a", "10.0.0.2@b"]),
         &[("10.0.0.1@a", &[0, 1])],
     );
-    s.held.insert("10.0.0.2@b".into(), Err("timed out".into()));
+    s.held
+        .insert("10.0.0.2@b".into(), Held::NoAnswer("timed out".into()));
     let d = decide(&s, at(0), BUDGETS);
     let c = condition(&d.status, CLIENTS_DIVERGE);
-    assert_eq!(c.status, "False");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", "ClientsNotAnswering")
+    );
     assert!(
-        c.message.contains("1 did not answer: 10.0.0.2@b"),
+        c.message
+            .contains("1 of 2 clients answered and hold the queues computed for them; 1 did not answer GET_CONSUMER_RUNNING_INFO: 10.0.0.2@b"),
         "{}",
         c.message
+    );
+    assert_eq!((d.diverging, d.unverified), (Some(0), Some(1)));
+}
+
+#[test]
+fn clients_nobody_asked_are_named_with_why_and_zero_answers_is_no_all_clear() {
+    let mut s = client_snapshot(4, &["10.0.0.1@a", "10.0.0.2@b"]);
+    s.held.insert(
+        "10.0.0.1@a".into(),
+        Held::NotAsked(NotAsked::Language("GO".into())),
+    );
+    s.held.insert(
+        "10.0.0.2@b".into(),
+        Held::NotAsked(NotAsked::BackingOff {
+            retry_in: 40,
+            last_error: "timeout".into(),
+        }),
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    let c = condition(&d.status, CLIENTS_DIVERGE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", "ClientsNotAsked")
+    );
+    assert!(
+        c.message.starts_with("0 of 2 clients answered"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains(
+            "1 not asked (language \"GO\" is not in --client-probe-languages): 10.0.0.1@a"
+        ) && c
+            .message
+            .contains("1 not asked (did not answer before, asked again in 40s): 10.0.0.2@b"),
+        "{}",
+        c.message
+    );
+    assert_eq!(d.unverified, Some(2));
+    // Switched off: its own reason.
+    for client in ["10.0.0.1@a", "10.0.0.2@b"] {
+        s.held
+            .insert(client.into(), Held::NotAsked(NotAsked::ProbeOff));
+    }
+    let off = decide(&s, at(0), BUDGETS);
+    let c = condition(&off.status, CLIENTS_DIVERGE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", "ProbeDisabled")
+    );
+}
+
+#[test]
+fn silence_does_not_count_towards_the_grace_and_mixed_groups_name_both() {
+    let mut s = client_snapshot(4, &["10.0.0.1@a", "10.0.0.2@b"]);
+    for client in ["10.0.0.1@a", "10.0.0.2@b"] {
+        s.held
+            .insert(client.into(), Held::NoAnswer("timed out".into()));
+    }
+    let silent = decide(&s, at(0), BUDGETS);
+    assert_eq!(
+        condition(&silent.status, CLIENTS_DIVERGE).reason,
+        "ClientsNotAnswering"
+    );
+    // 100 s later, a answers with other queues, b still silent: a difference seen for the first
+    // time is Rebalancing, whatever the condition said before.
+    let mut s = applied(&s, &silent);
+    s = holding(s, &[("10.0.0.1@a", &[0, 2])]);
+    s.held
+        .insert("10.0.0.2@b".into(), Held::NoAnswer("timed out".into()));
+    let mixed = decide(&s, at(100), BUDGETS);
+    let c = condition(&mixed.status, CLIENTS_DIVERGE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", "Rebalancing")
+    );
+    assert!(
+        c.message
+            .contains(": 10.0.0.1@a; 1 did not answer GET_CONSUMER_RUNNING_INFO: 10.0.0.2@b"),
+        "{}",
+        c.message
+    );
+    assert_eq!((mixed.diverging, mixed.unverified), (Some(1), Some(1)));
+}
+
+#[test]
+fn no_client_connected_is_said_with_a_warning_not_rebalanced() {
+    let s = Snapshot {
+        listing: Some(Listing {
+            brokers: 2,
+            ..Listing::default()
+        }),
+        ..client_snapshot(8, &[])
+    };
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Planned);
+    let ready = condition(&d.status, READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NoClientsConnected")
+    );
+    assert!(
+        ready.message.contains("none of the 2 brokers"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        d.events.iter().all(|e| e.reason != "Rebalanced"),
+        "{:?}",
+        d.events
+    );
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.warning && e.reason == "NoClientsConnected")
+    );
+    assert_eq!(
+        condition(&d.status, CLIENTS_DIVERGE).reason,
+        "NoClientsConnected"
+    );
+    // Once said, not said again.
+    let again = decide(&applied(&s, &d), at(30), BUDGETS);
+    assert!(
+        !again.write_status && again.events.is_empty(),
+        "{:?}",
+        again.events
+    );
+}
+
+#[test]
+fn brokers_that_disagree_or_do_not_answer_are_visible_in_ready() {
+    let s = Snapshot {
+        listing: Some(Listing {
+            brokers: 3,
+            unreachable: vec!["127.0.0.1:3: connection refused".into()],
+            partial: vec!["10.0.0.2@b".into()],
+        }),
+        ..client_snapshot(8, &["10.0.0.1@a", "10.0.0.2@b"])
+    };
+    let d = decide(&s, at(0), BUDGETS);
+    let ready = condition(&d.status, READY);
+    assert_eq!(ready.status, "True");
+    assert_eq!(d.status.allocation.consumers, 2);
+    assert!(
+        ready.message.contains(
+            "clients read from 2 of 3 brokers (unreachable: 127.0.0.1:3: connection refused)"
+        ) && ready
+            .message
+            .contains("1 clients listed by some brokers only (counted): 10.0.0.2@b"),
+        "{}",
+        ready.message
     );
 }

@@ -1,6 +1,7 @@
 //! Fetch: everything one group's decision needs, read from the watch caches. The only requests
 //! it may make are the scale subresource of a workload kind the operator does not cache, and,
-//! with `consumerIds: Client`, the brokers' list of the group's connected clients.
+//! with `consumerIds: Client`, the brokers' lists of the group's connected clients and the
+//! questions to those clients that `probe` allows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,12 +13,13 @@ use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 
+use super::probe::{Held, Listed};
 use crate::api::{ConsumerGroup, MessageModel, StrategyName, Topic};
 use crate::controller::Error;
 use crate::controller::consumers::GROUP_LABEL;
 use crate::controller::index::{parse_selector, selector_from_string};
 use crate::controller::scope::Scope;
-use crate::rocketmq::{Connections, RemotingClient};
+use crate::rocketmq::Connections;
 
 /// Where a group's consumers come from, resolved.
 #[derive(Debug, Clone)]
@@ -80,8 +82,8 @@ pub enum ClientsProblem {
     /// A topic's route has not been read yet (or names no master).
     #[error("Topic {0} has no route with a broker master yet (status.observed)")]
     NotSynced(String),
-    /// No broker of a topic answered.
-    #[error("cannot read the group's clients from the brokers: {0}")]
+    /// No broker answered.
+    #[error("cannot read the group's clients: no broker answered: {0}")]
     BrokerUnreachable(String),
 }
 
@@ -113,15 +115,14 @@ pub struct Snapshot {
     pub node_zones: BTreeMap<String, Option<String>>,
     /// `consumerIds: Client`: the client ids connected to the group's brokers, sorted.
     pub clients: Option<Result<Vec<String>, ClientsProblem>>,
-    /// `consumerIds: Client`: what each client answered when asked which queues it holds.
-    pub held: BTreeMap<String, Result<BTreeSet<HeldQueue>, String>>,
+    /// `consumerIds: Client`: what is known of the queues each client holds.
+    pub held: BTreeMap<String, Held>,
+    /// `consumerIds: Client`: how the brokers listed the clients.
+    pub listing: Option<Listing>,
 }
 
 /// A queue a client holds: (RocketMQ topic, broker, queue id).
 pub type HeldQueue = (String, String, u32);
-
-/// Clients asked at once for their queues.
-const ASK_CONCURRENCY: usize = 8;
 
 /// Kinds whose objects are cached (`apps/v1`): no request is needed for their scale.
 const CACHED_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "ReplicaSet"];
@@ -185,20 +186,22 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
     } else {
         BTreeMap::new()
     };
-    let (clients, held) = match &topics {
+    let (clients, held, listing) = match &topics {
         Ok(topics) if group.spec.client_mode() => {
             match connected_clients(&scope.ctx.rocketmq, &group, topics).await {
-                Ok((ids, broker)) => {
-                    let held = match broker {
-                        Some(broker) => held_queues(broker, &rocketmq_group(&group), &ids).await,
-                        None => BTreeMap::new(),
-                    };
-                    (Some(Ok(ids)), held)
+                Ok((listed, listing)) => {
+                    let held = scope
+                        .ctx
+                        .probes
+                        .ask(&scope.ctx.rocketmq, &rocketmq_group(&group), &listed)
+                        .await;
+                    let ids = listed.into_iter().map(|c| c.id).collect();
+                    (Some(Ok(ids)), held, Some(listing))
                 }
-                Err(problem) => (Some(Err(problem)), BTreeMap::new()),
+                Err(problem) => (Some(Err(problem)), BTreeMap::new(), None),
             }
         }
-        _ => (None, BTreeMap::new()),
+        _ => (None, BTreeMap::new(), None),
     };
     Ok(Snapshot {
         group,
@@ -209,6 +212,7 @@ pub async fn fetch(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Snapshot,
         node_zones,
         clients,
         held,
+        listing,
     })
 }
 
@@ -221,27 +225,35 @@ pub fn rocketmq_group(group: &ConsumerGroup) -> String {
         .unwrap_or_else(|| group.name_any())
 }
 
-/// The ids of the clients connected under the group's RocketMQ name, from a broker master of
-/// each topic (`GET_CONSUMER_LIST_BY_GROUP`): a client heartbeats to every broker of the topics
-/// it subscribes, and a RocketMQ client asks one of its topic's brokers the same question before
-/// it allocates. Brokers of one topic are tried in name order until one answers; the lists of
-/// the topics are joined (they differ only while a client is joining or leaving). Also returns
-/// the first broker connection that answered, to ask the clients through.
+/// How the brokers listed a group's clients, when they did not all agree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Brokers asked.
+    pub brokers: usize,
+    /// Brokers that did not answer, with why (`addr: error`), sorted.
+    pub unreachable: Vec<String>,
+    /// Clients some answering brokers listed and others did not, sorted.
+    pub partial: Vec<String>,
+}
+
+/// The clients connected under the group's RocketMQ name: the union of what every master of
+/// the group's topics lists (`GET_CONSUMER_CONNECTION_LIST`, asked of all of them at once). A
+/// client heartbeats to every broker of the topics it subscribes, so each master should list
+/// it; one that does not (it dropped the client a moment ago, or has not seen its heartbeat
+/// yet) is no proof of absence. Fails only when no master answers.
 async fn connected_clients(
     connections: &Connections,
     group: &ConsumerGroup,
     topics: &[Arc<Topic>],
-) -> Result<(Vec<String>, Option<Arc<RemotingClient>>), ClientsProblem> {
+) -> Result<(Vec<Listed>, Listing), ClientsProblem> {
     let name = rocketmq_group(group);
-    let mut asked: BTreeSet<String> = BTreeSet::new();
-    let mut clients: BTreeSet<String> = BTreeSet::new();
-    let mut first: Option<Arc<RemotingClient>> = None;
+    let mut masters: BTreeSet<String> = BTreeSet::new();
     for topic in topics {
         let topic_name = topic.name_any();
         if topic.spec.name_servers.as_ref().is_none_or(Vec::is_empty) {
             return Err(ClientsProblem::NoNameServers(topic_name));
         }
-        let masters: Vec<String> = topic
+        let of_topic: Vec<String> = topic
             .status
             .as_ref()
             .and_then(|s| s.observed.as_ref())
@@ -252,71 +264,61 @@ async fn connected_clients(
                     .collect()
             })
             .unwrap_or_default();
-        if masters.is_empty() {
+        if of_topic.is_empty() {
             return Err(ClientsProblem::NotSynced(topic_name));
         }
-        if masters.iter().any(|m| asked.contains(m)) {
-            continue;
-        }
-        let mut errors = Vec::new();
-        let mut answered = false;
-        for addr in masters {
+        masters.extend(of_topic);
+    }
+    let asks = masters.iter().map(|addr| {
+        let name = name.clone();
+        async move {
             let result = connections
-                .call(&addr, |client| {
+                .call_broker(addr, |client| {
                     let name = name.clone();
-                    async move { client.consumer_ids(&name).await.map(|ids| (ids, client)) }
+                    async move { client.consumer_connections(&name).await }
                 })
                 .await;
-            match result {
-                Ok((ids, client)) => {
-                    clients.extend(ids);
-                    asked.insert(addr);
-                    first.get_or_insert(client);
-                    answered = true;
-                    break;
-                }
-                Err(e) => errors.push(format!("{addr}: {e}")),
-            }
+            (addr.clone(), result)
         }
-        if !answered {
-            return Err(ClientsProblem::BrokerUnreachable(format!(
-                "Topic {topic_name}: {}",
-                errors.join("; ")
-            )));
+    });
+    let answers = futures::future::join_all(asks).await;
+    let mut listing = Listing {
+        brokers: masters.len(),
+        ..Listing::default()
+    };
+    let mut clients: BTreeMap<String, Listed> = BTreeMap::new();
+    let mut answered = 0usize;
+    for (addr, answer) in answers {
+        match answer {
+            Ok(connections) => {
+                answered += 1;
+                for c in connections {
+                    let listed = clients
+                        .entry(c.client_id.clone())
+                        .or_insert_with(|| Listed {
+                            id: c.client_id.clone(),
+                            language: c.language.clone(),
+                            brokers: Vec::new(),
+                        });
+                    if !listed.brokers.contains(&addr) {
+                        listed.brokers.push(addr.clone());
+                    }
+                }
+            }
+            Err(e) => listing.unreachable.push(format!("{addr}: {e}")),
         }
     }
-    Ok((clients.into_iter().collect(), first))
-}
-
-/// Asks each client, through the connection to `broker`, which queues it holds (`GET_CONSUMER_RUNNING_INFO`: the
-/// broker forwards the question to the client). A client that cannot be asked is an `Err`.
-async fn held_queues(
-    connection: Arc<RemotingClient>,
-    group: &str,
-    clients: &[String],
-) -> BTreeMap<String, Result<BTreeSet<HeldQueue>, String>> {
-    use futures::StreamExt;
-    // Owned futures: a stream of futures borrowing from here is not provably `Send`.
-    let asks: Vec<_> = clients
-        .iter()
-        .cloned()
-        .map(|client| {
-            let connection = connection.clone();
-            let group = group.to_string();
-            async move {
-                let answer = connection
-                    .held_queues(&group, &client)
-                    .await
-                    .map(|q| q.into_iter().collect())
-                    .map_err(|e| e.to_string());
-                (client, answer)
-            }
-        })
+    if answered == 0 {
+        return Err(ClientsProblem::BrokerUnreachable(
+            listing.unreachable.join("; "),
+        ));
+    }
+    listing.partial = clients
+        .values()
+        .filter(|c| c.brokers.len() < answered)
+        .map(|c| c.id.clone())
         .collect();
-    futures::stream::iter(asks)
-        .buffer_unordered(ASK_CONCURRENCY)
-        .collect()
-        .await
+    Ok((clients.into_values().collect(), listing))
 }
 
 /// Zone-aware strategies read the nodes' zones.

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod clients;
 pub mod decide;
 pub mod fetch;
+pub mod probe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +107,12 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
             if let Some(n) = decision.diverging {
                 ctx.metrics
                     .clients_diverging
+                    .get_or_create(&labels)
+                    .set(n as i64);
+            }
+            if let Some(n) = decision.unverified {
+                ctx.metrics
+                    .clients_unverified
                     .get_or_create(&labels)
                     .set(n as i64);
             }
