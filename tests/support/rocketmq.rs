@@ -10,6 +10,25 @@
 //! Brokers re-register with the NameServers every 10 s (`registerNameServerPeriod=10000`, the
 //! smallest period rocketmq-rust accepts, as Apache RocketMQ): a restarted NameServer knows the
 //! brokers again within about 10 s.
+//!
+//! The same struct also runs Apache RocketMQ 4.9.7's Java NameServer and Brokers
+//! ([`RocketMq::start_java_with`], [`shared_java`]) from `ROCKETMQ_JAVA_HOME` (a folder holding
+//! `bin/rocketmq-java`, e.g. `../shared/rocketmq-java`). Differences from the rust flavour:
+//! - each process gets `RMQ_WORK` (its `user.home`; Java's own logs land in
+//!   `RMQ_WORK/logs/rocketmqlogs/`, which [`RocketMq::logs_tail`] also shows);
+//! - the Java servers bind every interface (4.9.7 has no bind-address setting), so their ports
+//!   are picked free on `0.0.0.0` (as [`free_run`] does for both flavours);
+//! - a broker maps small files (64 MiB commit log, 300 kB consume queues, a 4 MiB index) instead
+//!   of the 1 GiB + 420 MB defaults;
+//! - the brokers start once the NameServers answer (a 4.9.7 broker that misses its first
+//!   registration only retries 10 s later);
+//! - a Java broker's SIGTERM shutdown takes 5-8 s, so all the Java processes are signalled
+//!   together and then waited for.
+//!
+//! Measured on 2 cores (idle): a Java NameServer answers about 3 s after its spawn; with two
+//! brokers, all are registered 5.4-11 s after the first spawn ([`RocketMq::started_in`]);
+//! stopping all three takes about 7 s. Resident memory: about 100 MB per NameServer, 175 MB per
+//! broker.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
@@ -22,10 +41,33 @@ use std::time::{Duration, Instant};
 
 use rebalancer::rocketmq::{Command as Request, RemotingClient, Timeouts, code};
 
-use super::envtest::{spawn, stop};
+use super::envtest::{signal, spawn, stop};
 
 /// Set (to `1`) where the RocketMQ tests must run: a missing `ROCKETMQ_BIN` is then a failure.
 pub const REQUIRE_VAR: &str = "REBALANCER_REQUIRE_ROCKETMQ";
+
+/// Set (to `1`) where the Java RocketMQ tests must run: a missing `ROCKETMQ_JAVA_HOME` is then a
+/// failure.
+pub const REQUIRE_JAVA_VAR: &str = "REBALANCER_REQUIRE_ROCKETMQ_JAVA";
+
+/// The folder holding `bin/rocketmq-java` (Apache RocketMQ 4.9.7), from `ROCKETMQ_JAVA_HOME`, or
+/// `None` after printing why the test is skipped.
+pub fn java_home(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("ROCKETMQ_JAVA_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if std::env::var(REQUIRE_JAVA_VAR).is_ok_and(|v| v == "1") => panic!(
+            "{REQUIRE_JAVA_VAR}=1 but ROCKETMQ_JAVA_HOME is not set: the Java RocketMQ tests \
+             must run here"
+        ),
+        None => {
+            println!(
+                "SKIP {test}: ROCKETMQ_JAVA_HOME is not set (a folder with bin/rocketmq-java, \
+                 Apache RocketMQ 4.9.7: ../shared/rocketmq-java)"
+            );
+            None
+        }
+    }
+}
 
 /// The folder of the servers, or `None` after printing why the test is skipped.
 pub fn bin_dir(test: &str) -> Option<PathBuf> {
@@ -120,6 +162,27 @@ const COMMIT_LOG_FILE: u64 = 64 << 20;
 /// Name of the cluster the brokers join.
 pub const CLUSTER: &str = "DefaultCluster";
 
+/// Which servers a [`RocketMq`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    /// rocketmq-rust 1.0.0: `rocketmq-namesrv-rust` and `rocketmq-broker-rust` in `ROCKETMQ_BIN`.
+    Rust,
+    /// Apache RocketMQ 4.9.7: `bin/rocketmq-java namesrv|broker` in `ROCKETMQ_JAVA_HOME`.
+    Java,
+}
+
+impl Flavor {
+    /// How long a process gets after SIGTERM before SIGKILL. A Java broker's shutdown hook
+    /// takes 5-8 s on 2 cores (measured up to 7.4 s while a build ran), a Java NameServer's up
+    /// to 3 s.
+    fn stop_grace(self) -> Duration {
+        match self {
+            Flavor::Rust => Duration::from_secs(10),
+            Flavor::Java => Duration::from_secs(20),
+        }
+    }
+}
+
 /// One broker process.
 pub struct Broker {
     /// `brokerName`, `broker-a`, `broker-b`, ...
@@ -133,7 +196,11 @@ pub struct Broker {
 pub struct RocketMq {
     _dir: tempfile::TempDir,
     dir: PathBuf,
+    flavor: Flavor,
+    /// `ROCKETMQ_BIN` (rust) or `ROCKETMQ_JAVA_HOME` (Java).
     bin: PathBuf,
+    /// From the first spawn to every broker registered with every NameServer.
+    started_in: Duration,
     namesrv_ports: Vec<u16>,
     namesrvs: Vec<Mutex<Option<Child>>>,
     /// The brokers, in start order.
@@ -202,15 +269,36 @@ impl RocketMq {
     /// cluster, each broker registered with every NameServer.
     pub async fn start_with(test: &str, brokers: usize, namesrvs: usize) -> Option<RocketMq> {
         let bin = bin_dir(test)?;
-        match RocketMq::try_start(&bin, brokers, namesrvs).await {
+        match RocketMq::try_start(Flavor::Rust, &bin, brokers, namesrvs).await {
             Ok(mq) => Some(mq),
             Err(e) => panic!("RocketMQ did not start for {test}: {e}"),
         }
     }
 
-    async fn try_start(bin: &Path, brokers: usize, namesrvs: usize) -> Result<RocketMq, String> {
+    /// Apache RocketMQ 4.9.7 (Java): `namesrvs` NameServers and `brokers` brokers (`broker-a`,
+    /// `broker-b`, ...) of [`CLUSTER`], each broker registered with every NameServer; `None`
+    /// (after a SKIP line) without `ROCKETMQ_JAVA_HOME`. Servers that do not come up fail the
+    /// test.
+    pub async fn start_java_with(test: &str, brokers: usize, namesrvs: usize) -> Option<RocketMq> {
+        let home = java_home(test)?;
+        match RocketMq::try_start(Flavor::Java, &home, brokers, namesrvs).await {
+            Ok(mq) => Some(mq),
+            Err(e) => panic!("Java RocketMQ did not start for {test}: {e}"),
+        }
+    }
+
+    async fn try_start(
+        flavor: Flavor,
+        bin: &Path,
+        brokers: usize,
+        namesrvs: usize,
+    ) -> Result<RocketMq, String> {
+        let started = Instant::now();
         let tmp = tempfile::Builder::new()
-            .prefix("rocketmq-")
+            .prefix(match flavor {
+                Flavor::Rust => "rocketmq-",
+                Flavor::Java => "rocketmq-java-",
+            })
             .tempdir_in(store_root()?)
             .map_err(|e| format!("temp dir: {e}"))?;
         let dir = tmp.path().to_path_buf();
@@ -218,13 +306,22 @@ impl RocketMq {
         let mut mq = RocketMq {
             _dir: tmp,
             dir: dir.clone(),
+            flavor,
             bin: bin.to_path_buf(),
+            started_in: Duration::ZERO,
             namesrv_ports: (0..namesrvs).map(|_| free_run(1)).collect(),
             namesrvs: (0..namesrvs).map(|_| Mutex::new(None)).collect(),
             brokers: Vec::new(),
         };
         for i in 0..namesrvs {
             mq.start_namesrv_at(i)?;
+        }
+        if flavor == Flavor::Java {
+            // A 4.9.7 broker registers once at start and then every registerNameServerPeriod
+            // (10 s): started together with a NameServer whose JVM is slower to listen, its first
+            // registration fails and it shows up 10 s later (measured: 15 s instead of 5 s).
+            // So the NameServers answer first.
+            mq.wait_namesrvs_up(super::deadline()).await?;
         }
         for i in 0..brokers {
             let name = format!("broker-{}", (b'a' + i as u8) as char);
@@ -233,22 +330,29 @@ impl RocketMq {
             let listen = base + 2;
             let store = dir.join(format!("store-{name}"));
             let props = dir.join(format!("{name}.properties"));
-            std::fs::write(
-                &props,
-                format!(
-                    "brokerName={name}\nbrokerClusterName={CLUSTER}\nbrokerId=0\n\
-                     brokerIP1=127.0.0.1\nlistenPort={listen}\nhaListenPort={ha}\n\
-                     namesrvAddr={ns}\nstorePathRootDir={store}\n\
-                     registerNameServerPeriod=10000\nmappedFileSizeCommitLog={COMMIT_LOG_FILE}\n",
-                    ha = listen + 1,
-                    ns = mq.namesrv_addrs().join(";"),
-                    store = store.display(),
-                ),
-            )
-            .map_err(|e| e.to_string())?;
-            let program = bin.join("rocketmq-broker-rust");
-            let mut command = Command::new(&program);
+            let mut config = format!(
+                "brokerName={name}\nbrokerClusterName={CLUSTER}\nbrokerId=0\n\
+                 brokerIP1=127.0.0.1\nlistenPort={listen}\nhaListenPort={ha}\n\
+                 namesrvAddr={ns}\nstorePathRootDir={store}\n\
+                 registerNameServerPeriod=10000\nmappedFileSizeCommitLog={COMMIT_LOG_FILE}\n",
+                ha = listen + 1,
+                ns = mq.namesrv_addrs().join(";"),
+                store = store.display(),
+            );
+            if flavor == Flavor::Java {
+                // A master with asynchronous flush, and small files: without them a 4.9.7
+                // broker maps a 1 GiB commit log and a 420 MB index (MessageStoreConfig.java).
+                config.push_str(&format!(
+                    "brokerRole=ASYNC_MASTER\nflushDiskType=ASYNC_FLUSH\n\
+                     storePathCommitLog={commitlog}\nmappedFileSizeConsumeQueue=300000\n\
+                     maxHashSlotNum=50000\nmaxIndexNum=200000\n",
+                    commitlog = store.join("commitlog").display(),
+                ));
+            }
+            std::fs::write(&props, config).map_err(|e| e.to_string())?;
+            let mut command = mq.server_command("broker", &name);
             command.arg("-c").arg(&props);
+            let program = PathBuf::from(command.get_program());
             let child = spawn_logged(command, &dir, &format!("{name}.log"))
                 .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
             mq.brokers.push(Broker {
@@ -258,7 +362,37 @@ impl RocketMq {
             });
         }
         mq.wait_registered(super::deadline()).await?;
+        mq.started_in = started.elapsed();
         Ok(mq)
+    }
+
+    /// The command of a server (`namesrv` or `broker`) named `name` (`namesrv-0`, `broker-a`):
+    /// rocketmq-rust's binary, or `bin/rocketmq-java` with `RMQ_WORK` (the process's
+    /// `user.home`, where it logs) in a folder of its own.
+    fn server_command(&self, kind: &str, name: &str) -> Command {
+        match self.flavor {
+            Flavor::Rust => Command::new(self.bin.join(format!("rocketmq-{kind}-rust"))),
+            Flavor::Java => {
+                let mut command = Command::new(self.bin.join("bin").join("rocketmq-java"));
+                command.arg(kind).env("RMQ_WORK", self.java_work(name));
+                command
+            }
+        }
+    }
+
+    /// `RMQ_WORK` of the Java process `name`.
+    fn java_work(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("work-{name}"))
+    }
+
+    /// From the first spawn until every broker was registered with every NameServer.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// Whether these are Apache RocketMQ's Java servers.
+    pub fn is_java(&self) -> bool {
+        self.flavor == Flavor::Java
     }
 
     /// `127.0.0.1:port` of the first NameServer.
@@ -291,11 +425,31 @@ impl RocketMq {
 
     /// Starts NameServer `i` (again, on the same port).
     pub fn start_namesrv_at(&self, i: usize) -> Result<(), String> {
-        let program = self.bin.join("rocketmq-namesrv-rust");
-        let mut command = Command::new(&program);
-        command
-            .args(["--listenPort", &self.namesrv_ports[i].to_string()])
-            .args(["--bindAddress", "127.0.0.1"]);
+        let mut command = self.server_command("namesrv", &format!("namesrv-{i}"));
+        match self.flavor {
+            Flavor::Rust => {
+                command
+                    .args(["--listenPort", &self.namesrv_ports[i].to_string()])
+                    .args(["--bindAddress", "127.0.0.1"]);
+            }
+            Flavor::Java => {
+                // No bind address in 4.9.7: it listens on every interface.
+                let state = self.dir.join(format!("namesrv-{i}"));
+                let props = self.dir.join(format!("namesrv-{i}.properties"));
+                std::fs::write(
+                    &props,
+                    format!(
+                        "listenPort={port}\nkvConfigPath={kv}\nconfigStorePath={config}\n",
+                        port = self.namesrv_ports[i],
+                        kv = state.join("kvConfig.json").display(),
+                        config = state.join("namesrv.properties").display(),
+                    ),
+                )
+                .map_err(|e| e.to_string())?;
+                command.arg("-c").arg(&props);
+            }
+        }
+        let program = PathBuf::from(command.get_program());
         let child = spawn_logged(command, &self.dir, &format!("namesrv-{i}.log"))
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         *self.namesrvs[i].lock().unwrap() = Some(child);
@@ -305,7 +459,7 @@ impl RocketMq {
     /// Stops NameServer `i` (SIGTERM, then SIGKILL).
     pub fn stop_namesrv_at(&self, i: usize) {
         if let Some(mut child) = self.namesrvs[i].lock().unwrap().take() {
-            stop(&mut child, Duration::from_secs(10));
+            stop(&mut child, self.flavor.stop_grace());
         }
     }
 
@@ -315,6 +469,39 @@ impl RocketMq {
         for (i, addr) in self.namesrv_addrs().iter().enumerate() {
             if self.namesrvs[i].lock().unwrap().is_some() {
                 self.wait_registered_at(addr, within).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls every running NameServer until it answers a cluster info request, failing early
+    /// when a process exited.
+    async fn wait_namesrvs_up(&self, within: Duration) -> Result<(), String> {
+        let until = Instant::now() + within;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(2),
+        };
+        for (i, addr) in self.namesrv_addrs().iter().enumerate() {
+            if self.namesrvs[i].lock().unwrap().is_none() {
+                continue;
+            }
+            loop {
+                self.check_alive()?;
+                let answer = match RemotingClient::connect(addr, timeouts).await {
+                    Ok(client) => client.cluster_info().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= until => {
+                        return Err(format!(
+                            "NameServer {addr} not answering within {within:?}: {e}\n{}",
+                            self.logs_tail()
+                        ));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
             }
         }
         Ok(())
@@ -391,7 +578,9 @@ impl RocketMq {
         Ok(())
     }
 
-    /// The last lines of every server's log, for failure messages.
+    /// The last lines of every server's log, for failure messages: what each process wrote to
+    /// stdout and stderr, and for the Java servers also their own log
+    /// (`RMQ_WORK/logs/rocketmqlogs/namesrv.log`, `broker.log`), where their errors go.
     pub fn logs_tail(&self) -> String {
         let tail = |name: &str| {
             let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
@@ -401,29 +590,68 @@ impl RocketMq {
                 lines[lines.len().saturating_sub(15)..].join("\n")
             )
         };
-        (0..self.namesrvs.len())
-            .map(|i| tail(&format!("namesrv-{i}.log")))
-            .chain(
-                self.brokers
-                    .iter()
-                    .map(|b| tail(&format!("{}.log", b.name))),
-            )
-            .collect::<Vec<_>>()
-            .join("\n")
+        let processes = (0..self.namesrvs.len())
+            .map(|i| (format!("namesrv-{i}"), "namesrv.log"))
+            .chain(self.brokers.iter().map(|b| (b.name.clone(), "broker.log")));
+        let mut tails = Vec::new();
+        for (name, java_log) in processes {
+            tails.push(tail(&format!("{name}.log")));
+            if self.flavor == Flavor::Java {
+                let own = self
+                    .java_work(&name)
+                    .join("logs")
+                    .join("rocketmqlogs")
+                    .join(java_log);
+                if let Ok(own) = own.strip_prefix(&self.dir)
+                    && self.dir.join(own).exists()
+                {
+                    tails.push(tail(&own.to_string_lossy()));
+                }
+            }
+        }
+        tails.join("\n")
     }
 }
 
 impl RocketMq {
-    /// Stops every process: brokers first (they unregister), then the NameServers.
+    /// Stops every process: rocketmq-rust's brokers first (they unregister), then the
+    /// NameServers; the Java ones all together.
     fn stop_all(&self) {
-        for broker in &self.brokers {
-            if let Some(mut child) = broker.child.lock().unwrap().take() {
-                stop(&mut child, Duration::from_secs(10));
+        match self.flavor {
+            Flavor::Rust => {
+                for broker in &self.brokers {
+                    if let Some(mut child) = broker.child.lock().unwrap().take() {
+                        stop(&mut child, Duration::from_secs(10));
+                    }
+                }
+                for i in 0..self.namesrvs.len() {
+                    self.stop_namesrv_at(i);
+                }
+            }
+            Flavor::Java => {
+                // A Java broker's shutdown hook takes 5-8 s (each of its two remoting servers
+                // waits out its event thread's 3 s poll), a NameServer's up to 3 s: one after
+                // the other, two brokers and a NameServer took 20 s. Signalled together they
+                // take as long as the slowest; nothing watches the brokers unregister here (a
+                // NameServer already gone refuses the connection at once).
+                let slots = self.brokers.iter().map(|b| &b.child);
+                stop_together(slots.chain(&self.namesrvs), self.flavor.stop_grace());
             }
         }
-        for i in 0..self.namesrvs.len() {
-            self.stop_namesrv_at(i);
+    }
+}
+
+/// Stops the processes in `slots` together: SIGTERM to each, then [`stop`] each (which waits up
+/// to `grace`, then kills).
+fn stop_together<'a>(slots: impl Iterator<Item = &'a Mutex<Option<Child>>>, grace: Duration) {
+    let mut children: Vec<Child> = slots.filter_map(|s| s.lock().unwrap().take()).collect();
+    for child in &mut children {
+        if matches!(child.try_wait(), Ok(None)) {
+            signal(child, libc::SIGTERM);
         }
+    }
+    for child in &mut children {
+        stop(child, grace);
     }
 }
 
@@ -453,9 +681,39 @@ pub async fn shared(test: &str) -> Option<&'static RocketMq> {
             unsafe {
                 libc::atexit(stop_shared);
             }
-            match RocketMq::try_start(&bin, 2, 1).await {
+            match RocketMq::try_start(Flavor::Rust, &bin, 2, 1).await {
                 Ok(mq) => mq,
                 Err(e) => panic!("the shared RocketMQ did not start: {e}"),
+            }
+        })
+        .await;
+    Some(mq)
+}
+
+static SHARED_JAVA: tokio::sync::OnceCell<RocketMq> = tokio::sync::OnceCell::const_new();
+
+extern "C" fn stop_shared_java() {
+    if let Some(mq) = SHARED_JAVA.get() {
+        mq.stop_all();
+        let _ = std::fs::remove_dir_all(&mq.dir);
+    }
+}
+
+/// The Java RocketMQ (Apache RocketMQ 4.9.7) of this test binary — one NameServer, two brokers
+/// (`broker-a`, `broker-b`) of [`CLUSTER`] — started on first use; `None` (after one SKIP line)
+/// without `ROCKETMQ_JAVA_HOME`. Tests that stop a server start their own with
+/// [`RocketMq::start_java_with`].
+pub async fn shared_java(test: &str) -> Option<&'static RocketMq> {
+    let home = java_home(test)?;
+    let mq = SHARED_JAVA
+        .get_or_init(|| async move {
+            // SAFETY: registers a plain function; called once.
+            unsafe {
+                libc::atexit(stop_shared_java);
+            }
+            match RocketMq::try_start(Flavor::Java, &home, 2, 1).await {
+                Ok(mq) => mq,
+                Err(e) => panic!("the shared Java RocketMQ did not start: {e}"),
             }
         })
         .await;
