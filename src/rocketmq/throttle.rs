@@ -100,9 +100,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..40 {
             let t = throttle.clone();
-            tasks.push(tokio::spawn(async move {
-                t.acquire().await.then(Instant::now)
-            }));
+            tasks.push(tokio::spawn(
+                async move { t.acquire().await.then(Instant::now) },
+            ));
         }
         let mut times = Vec::new();
         for task in tasks {

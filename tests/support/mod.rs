@@ -11,6 +11,7 @@ pub mod operator;
 pub mod proxy;
 pub mod queues;
 pub mod rocketmq;
+pub mod silent_client;
 pub mod tcp_proxy;
 
 use std::future::Future;
