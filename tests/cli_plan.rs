@@ -658,7 +658,7 @@ fn route_errors_are_one_clear_line() {
     );
     assert!(
         e.contains(&format!(
-            "{path}: route of topic orders: queueDatas (brokerName broker-a).readQueues: 5000 is more than the maximum 4096"
+            "{path}: route of topic orders: queueDatas[broker-a].readQueueNums is 5000, more than the 4096 queues a broker may have"
         )),
         "{e}"
     );
@@ -678,4 +678,69 @@ fn route_errors_are_one_clear_line() {
         .clone();
     let e = String::from_utf8(out).unwrap();
     assert!(e.contains("stdin (-) can be read once"), "{e}");
+}
+
+/// Hostile input: absurd numbers are refused with one line and exit 1, fast and in bounded
+/// memory, never an abort (issue "hostile and odd input", finding 7).
+#[test]
+fn absurd_sizes_are_refused_in_one_line_without_allocating() {
+    let started = std::time::Instant::now();
+    let f = file(&format!("{OBSERVED_TOPIC}---\n{}", group("Averagely")));
+    // More replicas than a group may have.
+    let e = error_of_file(&f, &["--replicas", "4294967295"]);
+    assert_eq!(
+        e.trim(),
+        "error: --replicas 4294967295: more than the 100000 consumers a group may have"
+    );
+    // A status read back with an absurd queue count (anyone allowed to write topics/status).
+    let absurd = OBSERVED_TOPIC.replace(
+        "readQueues: 4, writeQueues: 4",
+        "readQueues: 4294967295, writeQueues: 4",
+    );
+    let f = file(&format!("{absurd}---\n{}", group("Averagely")));
+    let e = error_of_file(&f, &["--replicas", "3"]);
+    assert!(
+        e.contains("readQueues") && e.contains("4294967295") && e.lines().count() == 1,
+        "{e}"
+    );
+    // A route with 100,000 brokers: refused by count, before any per-broker work.
+    let mut route = String::from("{\"queueDatas\":[");
+    for i in 0..100_000 {
+        if i > 0 {
+            route.push(',');
+        }
+        route.push_str(&format!(
+            "{{\"brokerName\":\"b{i}\",\"readQueueNums\":4,\"writeQueueNums\":4,\"perm\":6}}"
+        ));
+    }
+    route.push_str("],\"brokerDatas\":[]}");
+    let r = file(&route);
+    let g = file(&group("Averagely"));
+    let arg = format!("orders={}", r.path().to_str().unwrap());
+    let e = error_of_file(&g, &["--route", &arg, "--replicas", "2"]);
+    assert!(
+        e.contains("queueDatas lists 100000 brokers, more than the 256"),
+        "{e}"
+    );
+    // An absurd perm and a broker listed twice.
+    for (text, expected) in [
+        (
+            "{\"queueDatas\":[{\"brokerName\":\"a\",\"readQueueNums\":4,\"writeQueueNums\":4,\"perm\":4294967295}]}",
+            "perm is 4294967295, not a permission",
+        ),
+        (
+            "{\"queueDatas\":[{\"brokerName\":\"a\",\"readQueueNums\":4,\"writeQueueNums\":4,\"perm\":6}],\"brokerDatas\":[{\"brokerName\":\"a\",\"brokerAddrs\":{\"0\":\"h:1\"}},{\"brokerName\":\"a\",\"brokerAddrs\":{\"0\":\"h:2\"}}]}",
+            "brokerDatas[1].brokerName: broker a appears more than once",
+        ),
+    ] {
+        let r = file(text);
+        let arg = format!("orders={}", r.path().to_str().unwrap());
+        let e = error_of_file(&g, &["--route", &arg, "--replicas", "2"]);
+        assert!(e.contains(expected), "{e}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -2,10 +2,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// Highest queue count RocketMQ accepts per broker (a `Topic`'s readQueues/writeQueues).
-pub const MAX_QUEUES_PER_BROKER: u32 = 4096;
-/// Most brokers a `Topic` may list.
-pub const MAX_BROKERS: usize = 256;
+/// Highest queue count RocketMQ accepts per broker (a `Topic`'s readQueues/writeQueues), and
+/// most brokers a `Topic` may list: the engine's own limits.
+pub use crate::assign::limits::{MAX_BROKERS, MAX_QUEUES_PER_BROKER};
 /// Most NameServers a `Topic` may list.
 pub const MAX_NAME_SERVERS: usize = 16;
 /// The schema's pattern of a NameServer address: `host:port`, the host a DNS name, an IPv4

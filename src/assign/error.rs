@@ -60,6 +60,16 @@ pub enum AssignError {
         /// What is wrong with it.
         why: String,
     },
+    /// An input beyond [`super::limits`]; nothing was allocated.
+    #[error("{what} is {value}, more than the {limit} the engine takes")]
+    TooLarge {
+        /// What is too large, e.g. `topic orders: broker broker-a: readQueues`.
+        what: String,
+        /// Its value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// `ByConfig` gives one queue to two consumers.
     #[error("byConfig: {topic}/{broker} queue {queue_id} is given to both {first} and {second}")]
     QueueListedTwice {
@@ -91,6 +101,7 @@ impl AssignError {
             AssignError::MissingConsumerZone { .. } => "MissingConsumerZone",
             AssignError::UnknownQueue { .. } => "UnknownQueue",
             AssignError::QueueListedTwice { .. } => "QueueListedTwice",
+            AssignError::TooLarge { .. } => "TooLarge",
         }
     }
 
@@ -134,6 +145,11 @@ mod tests {
                 queue_id: 0,
                 first: s(),
                 second: s(),
+            },
+            AssignError::TooLarge {
+                what: s(),
+                value: 0,
+                limit: 0,
             },
         ]
     }

@@ -9,6 +9,7 @@ mod by_config;
 pub mod consistent_hash;
 mod error;
 pub mod java_order;
+pub mod limits;
 mod machine_room;
 mod model;
 mod nearby;
@@ -33,6 +34,7 @@ const DEPARTED: u32 = u32::MAX - 1;
 
 /// Computes the assignment of one consumer group.
 pub fn allocate(input: &GroupInput<'_>) -> Result<Assignment, AssignError> {
+    limits::check(input)?;
     let (ids, zones) = sorted_consumers(input.consumers)?;
     let mut topics = prepare_topics(input.topics)?;
 

@@ -173,6 +173,12 @@ fn pick_group<'a>(
 
 fn consumers(args: &PlanArgs, group: &str) -> Result<Vec<ConsumerInput>, String> {
     if let Some(n) = args.replicas {
+        let limit = crate::assign::limits::MAX_CONSUMERS;
+        if n as usize > limit {
+            return Err(format!(
+                "--replicas {n}: more than the {limit} consumers a group may have"
+            ));
+        }
         return Ok((0..n)
             .map(|i| ConsumerInput::new(format!("{group}-{i}")))
             .collect());

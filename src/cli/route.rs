@@ -66,6 +66,7 @@ pub fn parse_route(text: &str) -> Result<TopicRoute, String> {
             format!("{path}: {inner}")
         }
     })?;
+    crate::plan::topic_sync::check_route(&route)?;
     if route.queue_datas.is_empty() {
         let hint = if looks_like_object {
             " (this is a Kubernetes object: give it with -f)"
@@ -79,15 +80,6 @@ pub fn parse_route(text: &str) -> Result<TopicRoute, String> {
     for (i, q) in route.queue_datas.iter().enumerate() {
         if q.broker_name.is_empty() {
             return Err(format!("queueDatas[{i}].brokerName: must not be empty"));
-        }
-        if route.queue_datas[..i]
-            .iter()
-            .any(|p| p.broker_name == q.broker_name)
-        {
-            return Err(format!(
-                "queueDatas[{i}].brokerName: broker {} appears more than once",
-                q.broker_name
-            ));
         }
     }
     Ok(route)

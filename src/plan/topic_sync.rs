@@ -28,6 +28,10 @@ pub const TOPIC_NOT_FOUND: &str = "TopicNotFound";
 /// `Synced=False`: a NameServer answered the route request with an error (e.g. an ACL refusal).
 pub const NAME_SERVER_ERROR: &str = "NameServerError";
 
+/// `Synced=False`: a NameServer answered a route this operator refuses (beyond the limits a Topic
+/// has, a broker listed twice, an unreadable body); the last good layout stays.
+pub const INVALID_ROUTE: &str = "InvalidRoute";
+
 /// Why a sync found no route; `reason` is the `Synced=False` reason and the metric label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncFailure {
@@ -54,9 +58,23 @@ impl SyncResult {
                 reason: TOPIC_NOT_FOUND,
                 message: format!("the NameServers route topic {topic} to no broker"),
             }),
-            Ok(route) => SyncResult::Observed(observed_brokers(&route)),
+            Ok(route) => match check_route(&route) {
+                Ok(()) => SyncResult::Observed(observed_brokers(&route)),
+                Err(why) => SyncResult::Failed(SyncFailure {
+                    reason: INVALID_ROUTE,
+                    message: format!("route of topic {topic} refused: {why}"),
+                }),
+            },
             Err(e) => SyncResult::Failed(SyncFailure {
                 reason: match &e {
+                    rocketmq::Error::NameServers(errors)
+                        if !errors.is_empty()
+                            && errors
+                                .iter()
+                                .all(|e| matches!(e, rocketmq::Error::Protocol { .. })) =>
+                    {
+                        INVALID_ROUTE
+                    }
                     rocketmq::Error::NameServers(_) => NAME_SERVER_UNREACHABLE,
                     rocketmq::Error::TopicNotFound { .. } => TOPIC_NOT_FOUND,
                     _ => NAME_SERVER_ERROR,
@@ -65,6 +83,59 @@ impl SyncResult {
             }),
         }
     }
+}
+
+/// Refuses a route beyond what a Topic may hold (the engine's limits), with a broker listed twice,
+/// or with permission bits RocketMQ does not define, naming the field. Counts are checked before
+/// any per-broker work, so a huge route costs one pass.
+pub fn check_route(route: &TopicRoute) -> Result<(), String> {
+    use crate::assign::limits::{MAX_BROKERS, MAX_QUEUES_PER_BROKER};
+    for (field, count) in [
+        ("queueDatas", route.queue_datas.len()),
+        ("brokerDatas", route.broker_datas.len()),
+    ] {
+        if count > MAX_BROKERS {
+            return Err(format!(
+                "{field} lists {count} brokers, more than the {MAX_BROKERS} a Topic may have"
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, q) in route.queue_datas.iter().enumerate() {
+        let broker = &q.broker_name;
+        if !seen.insert(broker.as_str()) {
+            return Err(format!(
+                "queueDatas[{i}].brokerName: broker {broker} appears more than once"
+            ));
+        }
+        for (field, value) in [
+            ("readQueueNums", q.read_queue_nums),
+            ("writeQueueNums", q.write_queue_nums),
+        ] {
+            if value > MAX_QUEUES_PER_BROKER {
+                return Err(format!(
+                    "queueDatas[{broker}].{field} is {value}, more than the {MAX_QUEUES_PER_BROKER} queues a broker may have"
+                ));
+            }
+        }
+        // PermName: PRIORITY 8, READ 4, WRITE 2, INHERIT 1.
+        if q.perm > 15 {
+            return Err(format!(
+                "queueDatas[{broker}].perm is {}, not a permission (0-15)",
+                q.perm
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, b) in route.broker_datas.iter().enumerate() {
+        if !seen.insert(b.broker_name.as_str()) {
+            return Err(format!(
+                "brokerDatas[{i}].brokerName: broker {} appears more than once",
+                b.broker_name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The brokers of a route, in name order (Java order, as everywhere in the status): queue
@@ -374,6 +445,69 @@ mod tests {
                 observed("broker-c", 1, 1, Permission::WriteOnly),
             ]
         );
+    }
+
+    #[test]
+    fn routes_beyond_the_limits_are_refused_naming_the_field() {
+        let refused = |route: TopicRoute| match SyncResult::from_route("T", Ok(route)) {
+            SyncResult::Failed(f) if f.reason == INVALID_ROUTE => f.message,
+            other => panic!("accepted: {other:?}"),
+        };
+        let one = |q: QueueData| TopicRoute {
+            queue_datas: vec![q],
+            broker_datas: vec![],
+        };
+        assert_eq!(
+            refused(one(queue("broker-a", u32::MAX, 4, 6))),
+            "route of topic T refused: queueDatas[broker-a].readQueueNums is 4294967295, more than the 4096 queues a broker may have"
+        );
+        assert!(
+            refused(one(queue("broker-a", 4, 1_000_000, 6))).contains("writeQueueNums is 1000000")
+        );
+        assert!(
+            refused(one(queue("broker-a", 4, 4, u32::MAX)))
+                .contains("perm is 4294967295, not a permission")
+        );
+        let twice = TopicRoute {
+            queue_datas: vec![queue("broker-a", 4, 4, 6), queue("broker-a", 8, 8, 6)],
+            broker_datas: vec![],
+        };
+        assert!(
+            refused(twice)
+                .ends_with("queueDatas[1].brokerName: broker broker-a appears more than once")
+        );
+        let dup_addrs = TopicRoute {
+            queue_datas: vec![queue("broker-a", 4, 4, 6)],
+            broker_datas: vec![
+                broker_data("broker-a", &[(0, "10.0.0.2:10911")]),
+                broker_data("broker-a", &[(0, "10.0.0.3:10911")]),
+            ],
+        };
+        assert!(
+            refused(dup_addrs)
+                .ends_with("brokerDatas[1].brokerName: broker broker-a appears more than once")
+        );
+        // 60,000 brokers: refused by count in one pass, before any per-broker matching.
+        let huge = TopicRoute {
+            queue_datas: (0..60_000)
+                .map(|i| queue(&format!("b{i}"), 4, 4, 6))
+                .collect(),
+            broker_datas: (0..60_000)
+                .map(|i| broker_data(&format!("b{i}"), &[(0, "10.0.0.2:10911")]))
+                .collect(),
+        };
+        let started = std::time::Instant::now();
+        assert!(refused(huge).contains("queueDatas lists 60000 brokers, more than the 256"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // A route the NameServers sent but nobody could parse is invalid, not unreachable.
+        let garbage = rocketmq::Error::NameServers(vec![rocketmq::Error::Protocol {
+            addr: "10.0.0.1:9876".into(),
+            reason: "route body: readQueueNums: invalid value: integer `-1`".into(),
+        }]);
+        let SyncResult::Failed(f) = SyncResult::from_route("T", Err(garbage)) else {
+            panic!()
+        };
+        assert_eq!(f.reason, INVALID_ROUTE);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rebalancer::rocketmq::frame::FLAG_RESPONSE;
 use rebalancer::rocketmq::{Command, code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -76,6 +77,20 @@ impl SilentClient {
         topic: &str,
         language: &str,
     ) -> SilentClient {
+        SilentClient::start_with(broker, client_id, group, topic, language, false).await
+    }
+
+    /// As [`SilentClient::start`], but when `answer` is set it answers every question at once,
+    /// holding no queue (`ConsumerRunningInfo` with an empty `mqTable`), as a client that has
+    /// not allocated yet: a cheap answering client for load measurements.
+    pub async fn start_with(
+        broker: &str,
+        client_id: &str,
+        group: &str,
+        topic: &str,
+        language: &str,
+        answer: bool,
+    ) -> SilentClient {
         let stream = TcpStream::connect(broker)
             .await
             .unwrap_or_else(|e| panic!("silent client to {broker}: {e}"));
@@ -104,7 +119,7 @@ impl SilentClient {
             })
         };
         let read = {
-            let state = state.clone();
+            let (state, writer) = (state.clone(), writer.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 8192];
@@ -122,8 +137,16 @@ impl SilentClient {
                                         state.heartbeats_answered.fetch_add(1, Ordering::Relaxed);
                                     }
                                 } else if command.code == code::GET_CONSUMER_RUNNING_INFO {
-                                    // Never answered: that is the point.
                                     state.questions.fetch_add(1, Ordering::Relaxed);
+                                    // Unless told to answer, never: that is the point.
+                                    if answer {
+                                        let mut reply = Command::new(0)
+                                            .with_body(br#"{"mqTable":{}}"#.to_vec());
+                                        reply.opaque = command.opaque;
+                                        reply.flag = FLAG_RESPONSE;
+                                        reply.version = CLIENT_VERSION;
+                                        let _ = send(&writer, &reply).await;
+                                    }
                                 }
                             }
                             Ok(None) => break,

@@ -124,6 +124,13 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             );
         }
     };
+    // A status read back is not trusted more than a spec: an observed layout beyond the limits
+    // (written by hand, or by anyone allowed to write topics/status) is refused before any
+    // allocation.
+    let inputs: Vec<_> = topics.iter().map(|t| crate::plan::topic_input(t)).collect();
+    if let Err(e) = crate::assign::limits::check_topics(&inputs) {
+        return failure(group, &current, &PlanError::from(e), desired_replicas, now);
+    }
     let workload = match &snapshot.workload {
         Ok(w) => w,
         Err(problem) => {
@@ -162,7 +169,6 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     let per_pod_previous = clients.is_some() && current.assignments_truncated;
     let planned = if consumers.is_empty() && group.spec.message_model == MessageModel::Clustering {
         // Nobody to assign to (yet): not an error, the group is simply empty.
-        let inputs: Vec<_> = topics.iter().map(|t| crate::plan::topic_input(t)).collect();
         let released = previous.as_ref().map_or(0, crate::plan::owned_queue_count);
         Ok(crate::plan::empty_allocation(&inputs, released))
     } else {

@@ -1,0 +1,176 @@
+//! Hostile and odd input against the real operator and the envtest API server: a NameServer
+//! that answers absurd routes (`tests/support/fake_namesrv.rs`), and a Topic status written by
+//! hand beyond the limits. The operator must refuse each with a clear reason, keep the last good
+//! state, and never exit.
+
+mod support;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use rebalancer::api::Topic;
+use serde_json::json;
+use support::eventually;
+use support::fake_namesrv::{FakeNameServer, route};
+use support::fixtures::{Env, condition, condition_is};
+
+fn topic_condition<'a>(topic: &'a Topic, type_: &str) -> Option<&'a Condition> {
+    topic
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+async fn wait_topic<F>(env: &Env, what: &str, check: F) -> Topic
+where
+    F: Fn(&Topic) -> Result<(), String>,
+{
+    let api = env.api::<Topic>();
+    eventually(&format!("topic orders: {what}"), || async {
+        let topic = api.get("orders").await.map_err(|e| e.to_string())?;
+        check(&topic).map_err(|e| {
+            format!(
+                "{e}; status {}",
+                serde_json::to_string(&topic.status).unwrap_or_default()
+            )
+        })?;
+        Ok(topic)
+    })
+    .await
+}
+
+fn synced_is(topic: &Topic, status: &str, reason: &str) -> Result<(), String> {
+    match topic_condition(topic, "Synced") {
+        Some(c) if c.status == status && c.reason == reason => Ok(()),
+        other => Err(format!("Synced: {other:?}")),
+    }
+}
+
+/// A NameServer answering `readQueueNums: 4294967295` (once an abort on a 16 GiB allocation, and
+/// a crash loop since the value was kept as the last good layout) is refused as `InvalidRoute`
+/// naming the field; a healthy route afterwards is used; a status written by hand with the same
+/// number, read by a freshly started operator, makes the group `Ready=False` (`TooLarge`) with
+/// its last good assignment kept, and the operator keeps running.
+#[tokio::test]
+async fn an_absurd_route_or_status_is_refused_and_the_operator_survives() {
+    let test = "hostile-absurd-route";
+    let Some(env) = Env::new(test).await else {
+        return;
+    };
+    let fake =
+        FakeNameServer::start(route(&[("broker-a", 4_294_967_295, 4, 6)], "127.0.0.1:1")).await;
+    env.apply::<Topic>(json!({
+        "apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+        "metadata": {"name": "orders"},
+        "spec": {"nameServers": [fake.addr]}
+    }))
+    .await;
+    for i in 0..2 {
+        env.pod(&format!("consumer-{i}"), json!({"app": "consumer"}), true)
+            .await;
+    }
+    env.group(
+        "consumer",
+        json!({"topics": ["orders"], "consumers": {"selector": {"matchLabels": {"app": "consumer"}}}}),
+    )
+    .await;
+    let args = || vec!["--sync-period=1".to_string()];
+    let mut op = env.operator_with("op", args());
+    env.wait_holder("op").await;
+
+    let t = wait_topic(&env, "InvalidRoute", |t| {
+        synced_is(t, "False", "InvalidRoute")
+    })
+    .await;
+    let message = &topic_condition(&t, "Synced").unwrap().message;
+    assert!(
+        message.contains("queueDatas[broker-a].readQueueNums is 4294967295, more than the 4096"),
+        "{message}"
+    );
+    assert!(t.status.as_ref().unwrap().observed.is_none(), "{t:?}");
+    env.wait_group("consumer", "waits for a layout", |g| {
+        condition_is(g, "Ready", "False")
+    })
+    .await;
+
+    // A healthy route: used.
+    fake.serve(route(&[("broker-a", 4, 4, 6)], "127.0.0.1:1"));
+    wait_topic(&env, "RouteRead", |t| synced_is(t, "True", "RouteRead")).await;
+    env.wait_group("consumer", "2 consumers on 4 queues", |g| {
+        condition_is(g, "Ready", "True")?;
+        let a = &g.status.as_ref().unwrap().allocation;
+        if (a.consumers, a.queues) == (2, 4) {
+            Ok(())
+        } else {
+            Err(format!("{} consumers, {} queues", a.consumers, a.queues))
+        }
+    })
+    .await;
+    let good = env.get_group("consumer").await.status.unwrap().allocation;
+
+    // Garbage from the NameServer: refused as InvalidRoute too, the layout kept.
+    fake.serve(b"{\"queueDatas\":[{\"brokerName\":\"broker-a\",\"readQueueNums\":-1}]}".to_vec());
+    wait_topic(&env, "garbage is InvalidRoute", |t| {
+        synced_is(t, "False", "InvalidRoute")
+    })
+    .await;
+
+    // The operator stops; someone writes an absurd observed layout; a new operator starts.
+    drop(op);
+    env.api::<Topic>()
+        .patch_status(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observed": {"brokers": [
+                {"name": "broker-a", "readQueues": 4_294_967_295u64, "writeQueues": 4,
+                 "permission": "ReadWrite"}]}}})),
+        )
+        .await
+        .unwrap();
+    op = env.operator_with("op", args());
+    env.wait_holder("op").await;
+    let g = env
+        .wait_group("consumer", "TooLarge", |g| {
+            condition_is(g, "Ready", "False")?;
+            let c = condition(g, "Ready").unwrap();
+            if c.reason == "TooLarge" {
+                Ok(())
+            } else {
+                Err(format!("reason {}", c.reason))
+            }
+        })
+        .await;
+    let ready = condition(&g, "Ready").unwrap();
+    assert!(
+        ready
+            .message
+            .contains("readQueues is 4294967295, more than the 4096"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        g.status.unwrap().allocation,
+        good,
+        "the last good assignment stays"
+    );
+    // Still running after reconciling it, several sync periods later.
+    let from = op
+        .metric("rebalancer_reconciles_total", "kind=\"Topic\"")
+        .await
+        .unwrap_or(0.0);
+    eventually("three more Topic syncs", || async {
+        let now = op
+            .metric("rebalancer_reconciles_total", "kind=\"Topic\"")
+            .await
+            .unwrap_or(0.0);
+        if now >= from + 3.0 {
+            Ok(())
+        } else {
+            Err(format!("{now}"))
+        }
+    })
+    .await;
+    assert!(op.exited().is_none(), "the operator exited:\n{}", op.logs());
+    op.assert_clean();
+}
