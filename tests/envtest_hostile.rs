@@ -174,3 +174,37 @@ async fn an_absurd_route_or_status_is_refused_and_the_operator_survives() {
     assert!(op.exited().is_none(), "the operator exited:\n{}", op.logs());
     op.assert_clean();
 }
+
+/// A name the API server would accept but the operator cannot carry end to end (a group's name is
+/// its pods' label value, at most 63 characters) is refused at admission with a clear message;
+/// 63 characters work.
+#[tokio::test]
+async fn a_group_name_longer_than_a_label_value_is_refused_at_admission() {
+    let test = "hostile-long-name";
+    let Some(env) = Env::new(test).await else {
+        return;
+    };
+    let spec = json!({"topics": ["orders"],
+                      "consumers": {"selector": {"matchLabels": {"app": "consumer"}}}});
+    let api = env.api::<rebalancer::api::ConsumerGroup>();
+    let object = |name: &str| -> rebalancer::api::ConsumerGroup {
+        serde_json::from_value(json!({
+            "apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap()
+    };
+    let long = "g".repeat(64);
+    let err = api
+        .create(&Default::default(), &object(&long))
+        .await
+        .expect_err("a 64-character group name was accepted");
+    let text = err.to_string();
+    assert!(
+        text.contains("at most 63 characters") && text.contains("rebalancer.dev/group"),
+        "{text}"
+    );
+    api.create(&Default::default(), &object(&"g".repeat(63)))
+        .await
+        .expect("63 characters are a valid label value");
+}

@@ -30,7 +30,8 @@ pub const DEFAULT_VIRTUAL_NODES: u32 = 10;
     printcolumn = r#"{"name":"Idle","type":"integer","jsonPath":".status.idle"}"#,
     printcolumn = r#"{"name":"Max-Useful","type":"integer","jsonPath":".status.maxUsefulReplicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name: at most 63 characters: the group's name is the value of its pods' rebalancer.dev/group label")
 )]
 #[x_kube(
     validation = Rule::new("!has(self.consistentHash) || self.strategy == 'ConsistentHash' || (self.strategy == 'MachineRoomNearby' && has(self.nearby) && self.nearby.innerStrategy == 'ConsistentHash')").message("consistentHash is only allowed with strategy ConsistentHash or MachineRoomNearby with innerStrategy ConsistentHash"),

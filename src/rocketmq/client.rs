@@ -853,7 +853,7 @@ impl RawConsumeStats {
 }
 
 /// The NameServers of a cluster (`spec.nameServers`). Each call connects to one of them: the
-/// last one that answered first, then the others in list order. Only transport failures
+/// last one that answered first, then all the others at once. Only transport failures
 /// (connect, timeout, lost connection, garbage) move on to the next address; an answer, even an
 /// error such as [`Error::TopicNotFound`], is returned as is. Every address failing is
 /// [`Error::NameServers`], with each address's error.
@@ -912,19 +912,45 @@ impl NameServers {
         }
     }
 
-    /// Runs `call` against the first NameServer that answers, over the kept connections.
+    /// Runs `call` against the first NameServer that answers, over the kept connections: the
+    /// preferred one alone (the usual case: one request), and when it fails, all the others at
+    /// once, the first answer winning. A list of dead NameServers then costs two request times,
+    /// not one per address (16 dead NameServers took 48 s one after the other, holding up the
+    /// Topics behind them).
     pub async fn with_any<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: Fn(Arc<RemotingClient>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        use futures::StreamExt;
+        let mut order = self.order();
         let mut errors = Vec::new();
-        for i in self.order() {
-            let result = self.connections.call(&self.addrs[i], &call).await;
-            if let Some(answer) = self.settle(i, result, &mut errors) {
+        let Some(first) = order.next() else {
+            return Err(Error::NameServers(errors));
+        };
+        let result = self.connections.call(&self.addrs[first], &call).await;
+        if let Some(answer) = self.settle(first, result, &mut errors) {
+            return answer;
+        }
+        let call = &call;
+        let mut rest: futures::stream::FuturesUnordered<_> =
+            order
+                .enumerate()
+                .map(|(rank, i)| async move {
+                    (rank, i, self.connections.call(&self.addrs[i], call).await)
+                })
+                .collect();
+        let mut failed = Vec::new();
+        while let Some((rank, i, result)) = rest.next().await {
+            let mut error = Vec::new();
+            if let Some(answer) = self.settle(i, result, &mut error) {
                 return answer;
             }
+            failed.extend(error.into_iter().map(|e| (rank, e)));
         }
+        // In the order they were tried, as before.
+        failed.sort_by_key(|(rank, _)| *rank);
+        errors.extend(failed.into_iter().map(|(_, e)| e));
         Err(Error::NameServers(errors))
     }
 
@@ -1094,6 +1120,11 @@ mod tests {
         response.encode()
     }
 
+    /// No frame at all: the server keeps the connection open and never answers.
+    fn silence() -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+
     fn fast() -> Timeouts {
         Timeouts {
             connect: Duration::from_secs(2),
@@ -1234,5 +1265,32 @@ mod tests {
             ns.cluster_info().await,
             Err(Error::NameServers(errors)) if errors.is_empty()
         ));
+    }
+
+    #[tokio::test]
+    async fn dead_name_servers_cost_two_request_times_not_one_each() {
+        // Eight NameServers that accept and never answer, then one that does.
+        let mut addrs = Vec::new();
+        for _ in 0..8 {
+            addrs.push(fake_server(|_| silence()).await);
+        }
+        addrs.push(
+            fake_server(|req| {
+                let body = br#"{"queueDatas":[{"brokerName":"a","readQueueNums":4,"writeQueueNums":4,"perm":6}],"brokerDatas":[]}"#;
+                vec![reply(0, req.opaque, body)]
+            })
+            .await,
+        );
+        let ns = NameServers::new(addrs.clone(), fast());
+        let started = std::time::Instant::now();
+        let route = ns.topic_route("T").await.unwrap();
+        assert_eq!(route.queue_datas[0].read_queue_nums, 4);
+        // One request time for the preferred one, one for all the rest at once (300 ms each),
+        // not nine.
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

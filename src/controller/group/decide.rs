@@ -96,7 +96,18 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         .ok()
         .and_then(|w| w.desired_replicas);
 
-    let violations = validate_group(&group.spec, true);
+    let mut violations = validate_group(&group.spec, true);
+    // Admission refuses longer names (CEL); a group created before that rule existed is told.
+    let name = group.name_any();
+    if name.len() > 63 {
+        violations.push(crate::api::validation::Violation {
+            field: "metadata.name".into(),
+            message: format!(
+                "{} characters: at most 63, the name is the value of the pods' {GROUP_LABEL} label",
+                name.len()
+            ),
+        });
+    }
     if !violations.is_empty() {
         return failure(
             group,

@@ -1101,3 +1101,22 @@ fn brokers_that_disagree_or_do_not_answer_are_visible_in_ready() {
         ready.message
     );
 }
+
+#[test]
+fn a_name_too_long_for_a_label_value_is_an_invalid_spec_not_silent_422s() {
+    let mut s = client_snapshot(4, &["10.0.0.1@a"]);
+    let mut group = (*s.group).clone();
+    group.metadata.name = Some("g".repeat(64));
+    s.group = Arc::new(group);
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Failed("InvalidSpec"));
+    assert!(d.pod_patches.is_empty());
+    let ready = condition(&d.status, READY);
+    assert!(
+        ready
+            .message
+            .contains("metadata.name: 64 characters: at most 63"),
+        "{}",
+        ready.message
+    );
+}
