@@ -1140,8 +1140,8 @@ async fn unchanged_empty_group_writes_nothing() {
     let fresh = World::new(group_json("Averagely", None), 0, &[]);
     server.start_group(&ctx, &fresh);
     let status = server.apply_group_status(&fresh.group).await;
-    let event = server.group_event("Normal", "Rebalanced").await;
-    assert_eq!(event["note"], "0 consumers, 8 queues, 0 moved");
+    // Scaled to zero: said in Ready, with no Event at all (no Normal Rebalanced for nobody, no
+    // Warning for what was asked); `settle` fails on any request not awaited here.
     server.settle().await.expect("first reconcile");
     assert_eq!(status["consumers"], 0);
     assert_eq!(status["queues"], 8);
@@ -1156,10 +1156,11 @@ async fn unchanged_empty_group_writes_nothing() {
         status["unassignedQueues"],
         json!([{"topic": "orders", "broker": "broker-a", "queueIds": "0-7"}])
     );
-    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "NoConsumers");
     assert_eq!(condition(&status, "IdleConsumers")["status"], "False");
 
-    // Still nobody: nothing to write, no second Rebalanced event.
+    // Still nobody: nothing to write, no Event.
     let world = World::new(group_json("Averagely", Some(status)), 0, &[]);
     server.start_group(&ctx, &world);
     server.settle().await.expect("second reconcile");

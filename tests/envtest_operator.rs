@@ -526,11 +526,44 @@ async fn more_replicas_than_queues_warns_before_any_pod_is_ready() {
     assert_eq!(status.allocation.consumers, 0);
     assert_eq!(status.allocation.queues, 8);
     assert!(status.allocation.assignments.is_empty());
+    // One definition of idle: status.idle (the IDLE column, the metric) says the 2 that
+    // IdleConsumers names, before any pod is Ready.
+    assert_eq!(status.allocation.idle, 2);
+    let labels = format!("namespace=\"{}\",group=\"{name}\"", env.ns);
+    assert_eq!(
+        op.metric("rebalancer_idle_consumers", &labels).await,
+        Some(2.0)
+    );
+    // Nobody consumes yet: said in Ready, with a Warning, and no Normal Rebalanced for nobody.
     let ready = condition(&group, "Ready").unwrap();
     assert_eq!(
-        (ready.status.as_str(), ready.message.as_str()),
-        ("True", "0 consumers, 8 queues")
+        (
+            ready.status.as_str(),
+            ready.reason.as_str(),
+            ready.message.as_str()
+        ),
+        (
+            "False",
+            "NoConsumers",
+            "no Ready consumer pod: 8 queues consumed by nobody"
+        )
     );
+    wait_event(
+        &env,
+        "ConsumerGroup",
+        name,
+        "Warning",
+        "NoConsumers",
+        |_| true,
+    )
+    .await;
+    let normal: Vec<_> = env
+        .events_of("ConsumerGroup", name)
+        .await
+        .into_iter()
+        .filter(|(t, _, _)| t == "Normal")
+        .collect();
+    assert!(normal.is_empty(), "{normal:?}");
 
     let on_group = wait_event(
         &env,

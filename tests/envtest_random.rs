@@ -837,12 +837,28 @@ fn check_group(e: &Expect, obs: &Observed, out: &mut Vec<Violation>) {
             }
         }
         Outcome::Good { allocation, moved } => {
-            match ready {
-                Some(c) if c.status == "True" && c.reason == "Rebalanced" => {
-                    let want = format!(
+            // A group nobody consumes says so (Ready=False NoConsumers), planned all the same.
+            let (want_status, want_reason, want) = if allocation.consumers == 0 {
+                (
+                    "False",
+                    "NoConsumers",
+                    format!(
+                        "no Ready consumer pod: {} queues consumed by nobody",
+                        allocation.queues
+                    ),
+                )
+            } else {
+                (
+                    "True",
+                    "Rebalanced",
+                    format!(
                         "{} consumers, {} queues",
                         allocation.consumers, allocation.queues
-                    );
+                    ),
+                )
+            };
+            match ready {
+                Some(c) if c.status == want_status && c.reason == want_reason => {
                     if c.message != want {
                         out.push((
                             "ready-condition",
@@ -853,7 +869,7 @@ fn check_group(e: &Expect, obs: &Observed, out: &mut Vec<Violation>) {
                 other => out.push((
                     "ready-condition",
                     format!(
-                        "group {name}: want Ready=True Rebalanced, got {:?}",
+                        "group {name}: want Ready={want_status} {want_reason}, got {:?}",
                         other.map(|c| (&c.status, &c.reason, &c.message))
                     ),
                 )),

@@ -178,8 +178,16 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     // A truncated status leaves the assignment in force to the pods' annotations, which are per
     // pod; with clients as consumers the two are compared per pod (see `keyed` below).
     let per_pod_previous = clients.is_some() && current.assignments_truncated;
+    // An empty group is planned without the engine, which would not look at its Topics: a Topic
+    // with no layout yet is said, not planned as 0 queues.
+    if consumers.is_empty()
+        && let Some(t) = topics.iter().find(|t| crate::plan::awaits_sync(t))
+    {
+        let error = PlanError::TopicNotSynced(t.name_any());
+        return failure(group, &current, &error, workload.desired_replicas, now);
+    }
     let planned = if consumers.is_empty() && group.spec.message_model == MessageModel::Clustering {
-        // Nobody to assign to (yet): not an error, the group is simply empty.
+        // Nobody to assign to (yet): not an error, the group is simply empty (Ready says so).
         let released = previous.as_ref().map_or(0, crate::plan::owned_queue_count);
         Ok(crate::plan::empty_allocation(&inputs, released))
     } else {
@@ -309,6 +317,17 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     );
     status.desired_replicas = workload.desired_replicas;
     status.max_useful_replicas = max_useful;
+    // One definition of idle for status.idle, the IDLE column, the metric and IdleConsumers: the
+    // consumers that own no queue, or, when the workload asks for more replicas than are Ready,
+    // those its replicas will leave without one.
+    if let (Some(desired), Some(useful), None) = (replicas_for_idle, max_useful, &clients)
+        && group.spec.message_model == MessageModel::Clustering
+    {
+        let expected = u32::try_from(desired.max(0))
+            .unwrap_or(0)
+            .saturating_sub(useful);
+        status.allocation.idle = status.allocation.idle.max(expected);
+    }
     if let Some((_, map)) = &clients {
         status.clients_without_pod = map.without_pod.clone();
         status.pods_without_client = map.pods_without_client.clone();
@@ -316,8 +335,11 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
 
     let mut events = Vec::new();
     let ready_now = conditions::find(&status.conditions, READY);
+    // A workload scaled to zero on purpose has no consumers: said in Ready, not warned about.
+    let scaled_to_zero = workload.desired_replicas == Some(0);
     if let Some(c) = ready_now.filter(|c| c.status == "False")
         && conditions::changed(&current.conditions, &status.conditions, READY)
+        && !(scaled_to_zero && c.reason == NO_CONSUMERS)
     {
         events.push(EventSpec {
             regarding: Regarding::Group,
@@ -375,8 +397,12 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
     }
 }
 
-/// `Ready` of a planned group: `Rebalanced`, or with `consumerIds: Client` and no client
-/// connected, `NoClientsConnected`. Says how the brokers' lists of clients disagreed.
+/// `Ready=False` of a planned group with no consumer pod.
+const NO_CONSUMERS: &str = "NoConsumers";
+
+/// `Ready` of a planned group: `Rebalanced`; with no consumer pod `NoConsumers`; with
+/// `consumerIds: Client` and no client connected `NoClientsConnected`. Says how the brokers'
+/// lists of clients disagreed.
 fn ready_condition(
     group: &ConsumerGroup,
     allocation: &Allocation,
@@ -400,6 +426,17 @@ fn ready_condition(
                 name_some(&l.partial, 10)
             ));
         }
+    }
+    if allocation.consumers == 0 && clients.is_none() {
+        return Desired::new(
+            READY,
+            false,
+            NO_CONSUMERS,
+            format!(
+                "no Ready consumer pod: {} queues consumed by nobody",
+                allocation.queues
+            ),
+        );
     }
     if clients == Some(0) {
         let brokers = listing.map_or(0, |l| l.brokers - l.unreachable.len());

@@ -386,8 +386,75 @@ fn a_workload_scaled_to_zero_wants_zero_replicas() {
     assert_eq!(d.status.allocation.consumers, 0);
     assert_eq!(d.status.allocation.queues, 8);
     assert_eq!(condition(&d.status, IDLE).status, "False");
-    assert_eq!(condition(&d.status, READY).message, "0 consumers, 8 queues");
+    // Said in Ready, without a Warning (scaled to zero on purpose) and without a Normal
+    // Rebalanced Event for nobody.
+    let ready = condition(&d.status, READY);
+    assert_eq!(
+        (
+            ready.status.as_str(),
+            ready.reason.as_str(),
+            ready.message.as_str()
+        ),
+        (
+            "False",
+            "NoConsumers",
+            "no Ready consumer pod: 8 queues consumed by nobody"
+        )
+    );
+    assert!(d.events.is_empty(), "{:?}", d.events);
     assert!(d.pod_patches.is_empty());
+}
+
+#[test]
+fn an_empty_group_says_so_and_an_unsynced_topic_is_not_zero_queues() {
+    // No pod Ready yet, workload wants 2: a Warning, not a Normal Rebalanced.
+    let s = snapshot_with(
+        group(json!({})),
+        Ok(vec![orders(8)]),
+        Ok(workload(Some(2))),
+        Vec::new(),
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(condition(&d.status, READY).reason, "NoConsumers");
+    assert_eq!(
+        d.events
+            .iter()
+            .map(|e| (e.warning, e.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(true, "NoConsumers")]
+    );
+    // A Topic with nameServers that never synced and no spec.brokers.
+    let unsynced: Topic = serde_json::from_value(json!({
+        "apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+        "metadata": {"name": "orders", "namespace": NS},
+        "spec": {"nameServers": ["ns:9876"]}
+    }))
+    .unwrap();
+    let s = snapshot_with(
+        group(json!({})),
+        Ok(vec![Arc::new(unsynced)]),
+        Ok(workload(Some(2))),
+        Vec::new(),
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Failed("TopicNotSynced"));
+    assert_eq!(condition(&d.status, READY).reason, "TopicNotSynced");
+}
+
+#[test]
+fn idle_agrees_everywhere_when_the_workload_wants_more_replicas_than_are_ready() {
+    // 10 replicas wanted, 3 Ready, 8 queues: IdleConsumers=True, and status.idle (the IDLE
+    // column and the metric) says the 2 the replicas will leave without a queue.
+    let pods: Vec<Pod> = (0..3).map(|i| pod(&format!("c-{i}"))).collect();
+    let s = snapshot_with(
+        group(json!({})),
+        Ok(vec![orders(8)]),
+        Ok(workload(Some(10))),
+        pods,
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(condition(&d.status, IDLE).status, "True");
+    assert_eq!(d.status.allocation.idle, 2);
 }
 
 #[test]
