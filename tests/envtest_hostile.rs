@@ -208,3 +208,74 @@ async fn a_group_name_longer_than_a_label_value_is_refused_at_admission() {
         .await
         .expect("63 characters are a valid label value");
 }
+
+/// Two groups selecting the same pods: the first to label a pod keeps it, the other names the
+/// pods in PodsContested; after that, reconciling both again writes no pod (it once flipped the
+/// pods between the groups forever: 81 pod writes in 20 s).
+#[tokio::test]
+async fn two_groups_selecting_the_same_pods_do_not_fight() {
+    let test = "hostile-contested";
+    let Some(env) = Env::new(test).await else {
+        return;
+    };
+    env.topic("orders", &[("broker-a", 4)]).await;
+    env.pods("shared", 2).await;
+    let selector = json!({"topics": ["orders"],
+                          "consumers": {"selector": {"matchLabels": {"app": "shared"}}}});
+    env.group("first", selector.clone()).await;
+    let op = env.leader("op").await;
+    env.wait_group("first", "owns both pods", |g| {
+        condition_is(g, "Ready", "True")?;
+        let consumers = g.status.as_ref().unwrap().allocation.consumers;
+        (consumers == 2)
+            .then_some(())
+            .ok_or(format!("{consumers} consumers"))
+    })
+    .await;
+    env.group("second", selector).await;
+    let second = env
+        .wait_group("second", "PodsContested", |g| {
+            condition_is(g, "PodsContested", "True")
+        })
+        .await;
+    let message = &condition(&second, "PodsContested").unwrap().message;
+    assert!(
+        message.contains("2 selected pods belong to another ConsumerGroup"),
+        "{message}"
+    );
+    assert!(message.contains("(first)"), "{message}");
+    condition_is(&second, "Ready", "False").unwrap();
+
+    // Both reconciled again (their annotations touched): no pod is written any more.
+    let writes = || async {
+        op.metric("rebalancer_writes_total", "resource=\"pods\"")
+            .await
+            .unwrap_or(0.0)
+    };
+    let reconciles = || async {
+        op.metric("rebalancer_reconciles_total", "kind=\"ConsumerGroup\"")
+            .await
+            .unwrap_or(0.0)
+    };
+    let before = writes().await;
+    let from = reconciles().await;
+    for (i, name) in ["first", "second"].into_iter().enumerate() {
+        env.api::<rebalancer::api::ConsumerGroup>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"touch": i.to_string()}}})),
+            )
+            .await
+            .unwrap();
+    }
+    eventually("both groups reconciled again", || async {
+        let now = reconciles().await;
+        (now >= from + 2.0).then_some(()).ok_or(format!("{now}"))
+    })
+    .await;
+    assert_eq!(writes().await, before, "pods were written again");
+    let first = env.get_group("first").await;
+    assert_eq!(first.status.unwrap().allocation.consumers, 2);
+    op.assert_clean();
+}

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -12,7 +13,10 @@ use kube::{Resource, ResourceExt};
 use super::clients::ClientMap;
 use super::fetch::{Listing, Snapshot, TopicProblem, needs_zones};
 use super::probe::{Held, NotAsked};
-use super::{ANNOTATIONS_TRUNCATED, CLIENTS_DIVERGE, CLIENTS_MISMATCH, IDLE, READY, TRUNCATED};
+use super::{
+    ANNOTATIONS_TRUNCATED, CLIENTS_DIVERGE, CLIENTS_MISMATCH, IDLE, PODS_CONTESTED, READY,
+    TRUNCATED,
+};
 use crate::api::validation::validate_group;
 use crate::api::{
     Allocation, ConsumerAssignment, ConsumerGroup, ConsumerGroupStatus, MessageModel, Topic,
@@ -156,6 +160,57 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         }
     };
 
+    // A pod belongs to one group at a time, the first that labelled it: pods another group of
+    // the namespace has labelled are left to it (neither consumers nor patched here) and named
+    // in PodsContested. Two groups selecting one pod then write it once, not in turns forever.
+    let (contested, owned): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
+        snapshot.pods.iter().cloned().partition(|p| {
+            p.labels()
+                .get(GROUP_LABEL)
+                .is_some_and(|g| *g != group.name_any())
+        });
+    let narrowed;
+    let snapshot = if contested.is_empty() {
+        snapshot
+    } else {
+        narrowed = Snapshot {
+            pods: owned,
+            ..snapshot.clone()
+        };
+        &narrowed
+    };
+    let contested_condition = conditions::while_it_holds(
+        &current.conditions,
+        (!contested.is_empty()).then(|| {
+            let named: Vec<String> = contested
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} ({})",
+                        p.name_any(),
+                        p.labels().get(GROUP_LABEL).cloned().unwrap_or_default()
+                    )
+                })
+                .collect();
+            Desired::new(
+                PODS_CONTESTED,
+                true,
+                "PodsOfAnotherGroup",
+                format!(
+                    "{} selected pods belong to another ConsumerGroup ({GROUP_LABEL} label), which keeps them: {}",
+                    contested.len(),
+                    name_some(&named, 10)
+                ),
+            )
+        }),
+        Desired::new(
+            PODS_CONTESTED,
+            false,
+            "NoContestedPods",
+            "no selected pod belongs to another group",
+        ),
+    );
+
     let clients = match &snapshot.clients {
         None => None,
         Some(Ok(ids)) => Some((ids, ClientMap::new(ids, &snapshot.pods))),
@@ -238,6 +293,7 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
         &allocation.idle_consumers,
         max_useful,
     )];
+    extra.extend(contested_condition);
     extra.extend(clients_condition(
         &current,
         clients.as_ref().map(|(ids, map)| (ids.len(), map)),
@@ -359,7 +415,7 @@ pub fn decide(snapshot: &Snapshot, now: Timestamp, budgets: Budgets) -> Decision
             ),
         });
     }
-    for type_ in [IDLE, CLIENTS_MISMATCH, CLIENTS_DIVERGE] {
+    for type_ in [IDLE, CLIENTS_MISMATCH, CLIENTS_DIVERGE, PODS_CONTESTED] {
         if conditions::changed(&current.conditions, &status.conditions, type_)
             && let Some(c) = conditions::find(&status.conditions, type_)
             && c.status == "True"

@@ -1187,3 +1187,42 @@ fn a_name_too_long_for_a_label_value_is_an_invalid_spec_not_silent_422s() {
         ready.message
     );
 }
+
+#[test]
+fn pods_another_group_labelled_are_left_to_it_and_named_once() {
+    // Three selected pods; c-2 already belongs to group "other" (same namespace).
+    let mut theirs = pod("c-2");
+    theirs
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert(GROUP_LABEL.into(), "other".into());
+    let s = snapshot_with(
+        group(json!({})),
+        Ok(vec![orders(8)]),
+        Ok(workload(Some(3))),
+        vec![pod("c-0"), pod("c-1"), theirs],
+    );
+    let d = decide(&s, at(0), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Planned);
+    assert_eq!(d.status.allocation.consumers, 2);
+    assert!(
+        d.pod_patches.iter().all(|(name, _)| name != "c-2"),
+        "{:?}",
+        d.pod_patches
+    );
+    let c = condition(&d.status, PODS_CONTESTED);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "PodsOfAnotherGroup")
+    );
+    assert!(c.message.ends_with(": c-2 (other)"), "{}", c.message);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.warning && e.reason == PODS_CONTESTED)
+    );
+    // Applied: nothing more to write, no second Warning: a bounded number of writes.
+    let again = decide(&applied(&s, &d), at(30), BUDGETS);
+    assert!(!again.write_status && again.pod_patches.is_empty() && again.events.is_empty());
+}

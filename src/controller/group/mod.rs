@@ -32,6 +32,8 @@ pub const ANNOTATIONS_TRUNCATED: &str = "AnnotationsTruncated";
 pub const CLIENTS_MISMATCH: &str = "ClientsMismatch";
 /// Condition type (`consumerIds: Client`): clients hold other queues than computed for them.
 pub const CLIENTS_DIVERGE: &str = "ClientsDiverge";
+/// Condition type: selected pods already belong to another group.
+pub const PODS_CONTESTED: &str = "PodsContested";
 
 /// How often a group is re-planned without any event (drift safety net).
 const RESYNC: Duration = Duration::from_secs(300);
