@@ -1269,7 +1269,7 @@ async fn status_conflict_requeues_soon_and_publishes_no_event() {
 }
 
 #[tokio::test]
-async fn a_rejected_pod_patch_does_not_stop_the_others() {
+async fn a_rejected_pod_patch_does_not_stop_the_others_and_shows_on_the_group() {
     let (mut server, ctx) = setup(Leadership::always());
     let world = first_world();
     server.start_group(&ctx, &world);
@@ -1287,9 +1287,131 @@ async fn a_rejected_pod_patch_does_not_stop_the_others() {
             assignment("consumer-b", "4-7")
         ])
     );
-    server.group_event("Normal", "Rebalanced").await;
-    let action = server.settle().await.expect("reconcile");
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("WriteRejected"))
+    );
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the API server refused 1 write: pod shop/consumer-a (422: "),
+        "{message}"
+    );
+    // One Warning naming the pod; no Normal "Rebalanced" for writes that did not all land.
+    let event = server.group_event("Warning", "WriteRejected").await;
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("pod shop/consumer-a"),
+        "{event:#}"
+    );
+    let action = server
+        .settle()
+        .await
+        .expect("a refused pod is not an error");
     assert_eq!(action, Action::requeue(RESYNC));
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains("rebalancer_writes_refused_total{resource=\"pods\"} 1"),
+        "{text}"
+    );
+
+    // Reconciled again with that status, the pod refused again: the same status, not written.
+    let mut group = world.group.clone();
+    group["status"] = status;
+    let world = World::new(
+        group,
+        2,
+        &[
+            pod("consumer-a", true, None),
+            pod("consumer-b", true, Some(&queues("4-7"))),
+        ],
+    );
+    server.start_group(&ctx, &world);
+    server
+        .patch_pod_answered("consumer-a", StatusCode::UNPROCESSABLE_ENTITY)
+        .await;
+    server.group_event("Warning", "WriteRejected").await;
+    let action = server.settle().await.expect("second reconcile");
+    assert_eq!(action, Action::requeue(RESYNC));
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn a_refused_status_keeps_the_last_one_and_says_why() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let world = first_world();
+    server.start_group(&ctx, &world);
+
+    server.patch_member("consumer-a", &queues("0-3")).await;
+    server.patch_member("consumer-b", &queues("4-7")).await;
+    let refused = server
+        .apply_group_status_answered(&world.group, StatusCode::PAYLOAD_TOO_LARGE)
+        .await;
+    assert!(refused["assignments"].is_array(), "{refused:#}");
+    // The last status written (none yet) stays, with a Ready that says why.
+    let last = server.apply_group_status(&world.group).await;
+    assert_eq!(last["assignments"], json!([]), "{last:#}");
+    let ready = condition(&last, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("WriteRejected"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the API server refused 1 write: status (413: "),
+        "{ready:#}"
+    );
+    server.group_event("Warning", "WriteRejected").await;
+    let action = server
+        .settle()
+        .await
+        .expect("a refused status is not an error");
+    assert_eq!(action, Action::requeue(RESYNC));
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn a_refused_topic_status_keeps_the_last_one_and_says_why() {
+    let (mut server, ctx) = setup(Leadership::always());
+    let object = topic_json(
+        "orders",
+        json!([{"name": "broker-a", "readQueues": 4, "writeQueues": 4}]),
+    );
+    server.start_topic(&ctx, parse(&object));
+
+    let refused = server
+        .apply_status_answered(&object, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(refused["status"]["readQueues"], 4);
+    let last = server.apply_status_answered(&object, StatusCode::OK).await["status"].clone();
+    assert_eq!(last["readQueues"], 0, "{last:#}");
+    let ready = condition(&last, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("WriteRejected"))
+    );
+    let event = server.event().await;
+    assert_eq!(
+        (
+            &event["type"],
+            &event["reason"],
+            &event["regarding"]["kind"]
+        ),
+        (&json!("Warning"), &json!("WriteRejected"), &json!("Topic"))
+    );
+    server
+        .settle()
+        .await
+        .expect("a refused status is not an error");
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains("rebalancer_writes_refused_total{resource=\"topics/status\"} 1"),
+        "{text}"
+    );
     server.finish(ctx).await;
 }
 

@@ -279,3 +279,84 @@ async fn two_groups_selecting_the_same_pods_do_not_fight() {
     assert_eq!(first.status.unwrap().allocation.consumers, 2);
     op.assert_clean();
 }
+
+/// A pod the API server refuses to annotate (its annotations already fill the 256 KiB limit, so
+/// the queues annotation makes the patch a real 422): the other pod still gets its queues, and
+/// the group says which write was refused (`Ready=False`, `WriteRejected`, a Warning Event)
+/// instead of `Ready=True`. Once the pod has room, the next reconcile lands and `Ready` is True.
+#[tokio::test]
+async fn a_refused_pod_write_shows_on_the_group() {
+    let test = "hostile-refused-pod";
+    let Some(env) = Env::new(test).await else {
+        return;
+    };
+    env.topic("orders", &[("broker-a", 4)]).await;
+    env.pods("full", 2).await;
+    // 262,144 bytes is the limit of all annotations together (keys included).
+    let filler = "x".repeat(262_144 - 64);
+    let pods = env.api::<k8s_openapi::api::core::v1::Pod>();
+    pods.patch(
+        "full-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"filler": filler}}})),
+    )
+    .await
+    .unwrap();
+    env.group(
+        "full",
+        json!({"topics": ["orders"], "consumers": {"selector": {"matchLabels": {"app": "full"}}}}),
+    )
+    .await;
+    let op = env.leader("op").await;
+    let group = env
+        .wait_group("full", "WriteRejected", |g| match condition(g, "Ready") {
+            Some(c) if c.status == "False" && c.reason == "WriteRejected" => Ok(()),
+            other => Err(format!("Ready: {other:?}")),
+        })
+        .await;
+    let message = &condition(&group, "Ready").unwrap().message;
+    assert!(
+        message.starts_with("the API server refused 1 write: pod ")
+            && message.contains("/full-0 (422: "),
+        "{message}"
+    );
+    let other = pods.get("full-1").await.unwrap();
+    let annotations = other.metadata.annotations.unwrap_or_default();
+    assert!(
+        annotations.contains_key("rebalancer.dev/queues"),
+        "{annotations:?}"
+    );
+    eventually("a WriteRejected Warning Event", || async {
+        let events = env.events_of("ConsumerGroup", "full").await;
+        events
+            .iter()
+            .any(|(type_, reason, note)| {
+                type_ == "Warning" && reason == "WriteRejected" && note.contains("/full-0 (422: ")
+            })
+            .then_some(())
+            .ok_or(format!("{events:?}"))
+    })
+    .await;
+
+    // Room again: the annotation lands and the group is Ready.
+    pods.patch(
+        "full-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"filler": null}}})),
+    )
+    .await
+    .unwrap();
+    env.wait_group("full", "Ready after the room was made", |g| {
+        condition_is(g, "Ready", "True")
+    })
+    .await;
+    let annotated = pods.get("full-0").await.unwrap();
+    assert!(
+        annotated
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("rebalancer.dev/queues")
+    );
+    op.assert_clean();
+}

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Successful writes by resource.
     pub writes: Family<WriteLabels, Counter>,
+    /// Writes the API server refused for good (a 4xx: webhook, size, RBAC), by resource.
+    pub writes_refused: Family<WriteLabels, Counter>,
     /// Syncs of a Topic with `nameServers` that read no route, by reason.
     pub topic_sync_failures: Family<SyncFailureLabels, Counter>,
     /// 1 while a Topic's `spec.brokers` differs from its observed layout.
@@ -128,6 +130,7 @@ impl Default for Metrics {
         let broker_requests = Family::<BrokerRequestLabels, Counter>::default();
         let leader = Gauge::default();
         let writes = Family::<WriteLabels, Counter>::default();
+        let writes_refused = Family::<WriteLabels, Counter>::default();
         let topic_sync_failures = Family::<SyncFailureLabels, Counter>::default();
         let topic_drifted = Family::<TopicLabels, Gauge>::default();
         let topic_last_sync = Family::<TopicLabels, Gauge>::default();
@@ -135,6 +138,11 @@ impl Default for Metrics {
             "writes",
             "Successful writes to the API server by resource",
             writes.clone(),
+        );
+        registry.register(
+            "writes_refused",
+            "Writes the API server refused for good (4xx), by resource",
+            writes_refused.clone(),
         );
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
         registry.register(
@@ -206,6 +214,7 @@ impl Default for Metrics {
             broker_requests,
             leader,
             writes,
+            writes_refused,
             topic_sync_failures,
             topic_drifted,
             topic_last_sync,
@@ -281,7 +290,16 @@ impl Metrics {
         result
     }
 
-    /// Counts one successful write of `resource`.
+    /// Counts one write of `resource` the API server refused for good (4xx).
+    pub fn count_refused(&self, resource: &str) {
+        self.writes_refused
+            .get_or_create(&WriteLabels {
+                resource: resource.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a successful write to `resource`.
     pub fn count_write(&self, resource: &str) {
         self.writes
             .get_or_create(&WriteLabels {

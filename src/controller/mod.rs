@@ -11,6 +11,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pod_index;
 pub mod preflight;
+pub mod refused;
 pub mod scope;
 pub mod server;
 pub mod sweep;

@@ -24,6 +24,7 @@ use super::conditions::{self, Desired};
 use super::context::{Context, FIELD_MANAGER};
 use super::error::Error;
 use super::metrics::{Metrics, SyncFailureLabels, TopicLabels};
+use super::refused::{self, Refused, WRITE_REJECTED};
 use crate::api::validation::validate_topic_shape;
 use crate::api::{Topic, TopicStatus};
 use crate::plan::topic_manage::{DRAINING, IN_SYNC, UPDATING};
@@ -86,6 +87,35 @@ async fn sync(topic: &Topic, ctx: &Context, labels: &TopicLabels) -> SyncResult 
     result
 }
 
+async fn write_status(
+    topic: &Topic,
+    ctx: &Context,
+    status: &TopicStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<Topic> =
+        Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
+    let body = json!({"apiVersion": crate::api::API_VERSION, "kind": "Topic", "status": status});
+    api.patch_status(
+        &topic.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    ctx.metrics.count_write("topics/status");
+    Ok(())
+}
+
+fn status_error(topic: &Topic, e: kube::Error) -> Error {
+    Error::kube(
+        format!(
+            "apply status of topic {}/{}",
+            topic.namespace().unwrap_or_default(),
+            topic.name_any()
+        ),
+        e,
+    )
+}
+
 /// (status, reason) of a condition, for transitions that ignore the message.
 fn state(conditions: &[Condition], type_: &str) -> Option<(String, String)> {
     conditions::find(conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
@@ -141,22 +171,43 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
     status.conditions =
         conditions::merge(&kept, &desired, topic.meta().generation, Timestamp::now());
     if status != current {
-        let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
-        let body =
-            json!({"apiVersion": crate::api::API_VERSION, "kind": "Topic", "status": status});
-        api.patch_status(
-            &topic.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(|e| {
-            Error::kube(
-                format!("apply status of topic {namespace}/{}", topic.name_any()),
-                e,
-            )
-        })?;
-        ctx.metrics.count_write("topics/status");
+        match write_status(topic, ctx, &status).await {
+            Ok(()) => {}
+            Err(e) => match Refused::from_error("status", &e) {
+                Some(r) => {
+                    // The last status written stays the report, with a Ready that says why;
+                    // the Events describing the refused one are not sent.
+                    tracing::warn!(topic = %topic.name_any(), code = r.code, error = %r.message, "status refused");
+                    ctx.metrics.count_refused("topics/status");
+                    let refusals = [r];
+                    let mut last = current;
+                    last.conditions = refused::mark(
+                        &last.conditions,
+                        &last.conditions,
+                        READY,
+                        &refusals,
+                        "the status shown is the last one written",
+                        topic.meta().generation,
+                        Timestamp::now(),
+                    );
+                    if last != topic.status.clone().unwrap_or_default() {
+                        write_status(topic, ctx, &last)
+                            .await
+                            .map_err(|e| status_error(topic, e))?;
+                    }
+                    ctx.event(
+                        &topic.object_ref(&()),
+                        true,
+                        WRITE_REJECTED,
+                        "Sync",
+                        refused::summary(&refusals),
+                    )
+                    .await;
+                    return Ok(Action::requeue(ctx.sync_period));
+                }
+                None => return Err(status_error(topic, e)),
+            },
+        }
     }
     if valid {
         match conditions::find(&status.conditions, DRIFTED) {

@@ -79,8 +79,9 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, scope: &Scope) -> Result<Act
         annotation: ctx.annotation_budget,
         client_grace: ctx.client_grace,
     };
-    let decision = decide::decide(&snapshot, Timestamp::now(), budgets);
-    match apply::apply(ctx, &group, &decision).await? {
+    let now = Timestamp::now();
+    let decision = decide::decide(&snapshot, now, budgets);
+    match apply::apply(ctx, &group, &decision, now).await? {
         Applied::Stale => return Ok(Action::requeue(STALE_RETRY)),
         Applied::NotLeader => return Ok(Action::await_change()),
         Applied::Done => {}
