@@ -68,6 +68,15 @@ pub struct Context {
     pub rocketmq: Arc<Connections>,
     /// `consumerIds: Client`: which clients are asked which queues they hold, and their answers.
     pub probes: Arc<Probes>,
+    /// Syncs of Topics whose NameServers did not answer last time may take every request's
+    /// timeout; they run only within these slots, so that they never hold every worker the
+    /// healthy Topics need (see `topic::reconcile`).
+    pub slow_syncs: Arc<tokio::sync::Semaphore>,
+}
+
+/// Slots for Topics whose NameServers did not answer: a quarter of the workers, at least one.
+pub fn slow_sync_slots(concurrency: u16) -> usize {
+    usize::from(concurrency / 4).max(1)
 }
 
 impl Context {
@@ -95,6 +104,7 @@ impl Context {
                 DEFAULT_PROBE_LANGUAGES.parse().unwrap_or(Languages::Off),
                 DEFAULT_SYNC_PERIOD,
             ))),
+            slow_syncs: Arc::new(tokio::sync::Semaphore::new(slow_sync_slots(16))),
         }
     }
 

@@ -529,6 +529,9 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         settings.instance.clone(),
     );
     ctx.sync_period = settings.sync_period;
+    ctx.slow_syncs = Arc::new(tokio::sync::Semaphore::new(context::slow_sync_slots(
+        settings.concurrency,
+    )));
     ctx.client_grace = settings.client_grace;
     ctx.probes = Arc::new(group::probe::Probes::new(group::probe::Policy::new(
         settings.client_probe_languages.clone(),

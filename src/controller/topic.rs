@@ -116,6 +116,15 @@ fn status_error(topic: &Topic, e: kube::Error) -> Error {
     )
 }
 
+/// How soon a Topic that found no slow slot tries again.
+const SLOW_SLOT_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether the last sync found no NameServer answering (`Synced=False`, `NameServerUnreachable`).
+fn unreachable_last_time(status: &TopicStatus) -> bool {
+    conditions::find(&status.conditions, SYNCED)
+        .is_some_and(|c| c.status == "False" && c.reason == topic_sync::NAME_SERVER_UNREACHABLE)
+}
+
 /// (status, reason) of a condition, for transitions that ignore the message.
 fn state(conditions: &[Condition], type_: &str) -> Option<(String, String)> {
     conditions::find(conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
@@ -140,6 +149,17 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
     let mut wrote = false;
     let mut timed_out = Vec::new();
     let (mut status, desired) = if observing {
+        // A Topic whose NameServers did not answer last time will likely wait out every
+        // timeout again: it waits for a slow slot, without holding a worker, so that however
+        // many such Topics there are, most workers stay free for the healthy ones.
+        let _slot = if unreachable_last_time(&current) {
+            match ctx.slow_syncs.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => return Ok(Action::requeue(SLOW_SLOT_RETRY)),
+            }
+        } else {
+            None
+        };
         let result = sync(topic, ctx, &labels).await;
         let now = Timestamp::now();
         let (mut status, mut conditions) = topic_sync::synced_status(topic, &result, now);

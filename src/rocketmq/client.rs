@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
 use tokio::task::JoinHandle;
 
 use super::frame::{Command, parse_lenient};
@@ -527,7 +527,26 @@ impl RawRunningInfo {
     }
 }
 
-/// Reads frames until the connection ends, handing each response to its waiter.
+/// Frames at least this large are buffered only within [`FRAME_BUDGET`].
+const LARGE_FRAME: usize = 256 * 1024;
+/// KiB that all connections together may buffer for large frames as they arrive: a server (or
+/// 48 of them) announcing 16 MiB frames makes readers wait for their turn instead of holding
+/// 16 MiB each, which keeps the operator under its memory limit. Real answers are far smaller
+/// (a 256-broker route is about 60 KiB).
+const FRAME_BUDGET_KIB: usize = 48 * 1024;
+static FRAME_BUDGET: Semaphore = Semaphore::const_new(FRAME_BUDGET_KIB);
+/// A large frame holds its share of the budget at most this long: one that trickles in (on a
+/// connection nobody even waits on) must not keep the others waiting.
+const LARGE_FRAME_WITHIN: Duration = Duration::from_secs(10);
+/// Frames nobody waits for (server requests, answers after their timeout) accepted in a row; an
+/// admin connection gets almost none, so more is a flood that would keep a worker busy.
+const UNREQUESTED_IN_A_ROW: u32 = 1024;
+/// Buffer kept between frames; a larger one left by a large frame is given back.
+const IDLE_BUFFER: usize = 64 * 1024;
+
+/// Reads frames until the connection ends, handing each response to its waiter. Linear in what
+/// arrives: frames are decoded in place and the consumed bytes dropped once per read; a frame's
+/// buffer is reserved once, to its announced size.
 async fn read_loop(
     read: &mut tokio::net::tcp::OwnedReadHalf,
     pending: &Mutex<Pending>,
@@ -535,36 +554,73 @@ async fn read_loop(
 ) -> Closed {
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut budget: Option<(SemaphorePermit<'static>, tokio::time::Instant)> = None;
+    let mut unrequested = 0u32;
     loop {
+        let mut start = 0;
         loop {
-            match Command::decode(&buf) {
+            match Command::decode(&buf[start..]) {
                 Ok(Some((command, used))) => {
-                    buf.drain(..used);
-                    if command.is_response() {
-                        let waiter = pending.lock().unwrap().waiters.remove(&command.opaque);
-                        match waiter {
-                            Some(tx) => {
-                                let _ = tx.send(command);
-                            }
-                            None => tracing::debug!(
-                                addr,
-                                opaque = command.opaque,
-                                "rocketmq response nobody waits for (timed out?)"
-                            ),
-                        }
+                    start += used;
+                    budget = None;
+                    if dispatch(command, pending, addr) {
+                        unrequested = 0;
                     } else {
-                        tracing::debug!(
-                            addr,
-                            code = command.code,
-                            "rocketmq server request ignored"
-                        );
+                        unrequested += 1;
+                        if unrequested > UNREQUESTED_IN_A_ROW {
+                            return Closed::Protocol(format!(
+                                "{unrequested} frames in a row that no request asked for"
+                            ));
+                        }
                     }
                 }
                 Ok(None) => break,
                 Err(e) => return Closed::Protocol(e.to_string()),
             }
         }
-        match read.read(&mut chunk).await {
+        buf.drain(..start);
+        if buf.capacity() > IDLE_BUFFER && buf.len() < IDLE_BUFFER {
+            buf.shrink_to(IDLE_BUFFER);
+        }
+        match Command::announced_len(&buf) {
+            Ok(Some(need)) => {
+                if need >= LARGE_FRAME && budget.is_none() {
+                    let kib = u32::try_from(need.div_ceil(1024)).unwrap_or(u32::MAX);
+                    match FRAME_BUDGET.acquire_many(kib).await {
+                        Ok(permit) => {
+                            budget =
+                                Some((permit, tokio::time::Instant::now() + LARGE_FRAME_WITHIN));
+                        }
+                        Err(_) => return Closed::Protocol("frame budget closed".to_string()),
+                    }
+                }
+                if buf.capacity() < need {
+                    buf.reserve_exact(need - buf.len());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Closed::Protocol(e.to_string()),
+        }
+        let read = match &budget {
+            Some((_, deadline)) => {
+                match tokio::time::timeout_at(*deadline, read.read(&mut chunk)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        return Closed::Protocol(format!(
+                            "a frame of {} bytes did not arrive within {LARGE_FRAME_WITHIN:?} \
+                             ({} bytes came)",
+                            Command::announced_len(&buf)
+                                .ok()
+                                .flatten()
+                                .unwrap_or_default(),
+                            buf.len()
+                        ));
+                    }
+                }
+            }
+            None => read.read(&mut chunk).await,
+        };
+        match read {
             Ok(0) if buf.is_empty() => return Closed::Io("closed by the server".to_string()),
             Ok(0) => {
                 return Closed::Protocol(format!(
@@ -576,6 +632,27 @@ async fn read_loop(
             Err(e) => return Closed::Io(e.to_string()),
         }
     }
+}
+
+/// Hands a response to its waiter (true); requests from the server are ignored.
+fn dispatch(command: Command, pending: &Mutex<Pending>, addr: &str) -> bool {
+    if command.is_response() {
+        let waiter = pending.lock().unwrap().waiters.remove(&command.opaque);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(command);
+                return true;
+            }
+            None => tracing::debug!(
+                addr,
+                opaque = command.opaque,
+                "rocketmq response nobody waits for (timed out?)"
+            ),
+        }
+    } else {
+        tracing::debug!(addr, code = command.code, "rocketmq server request ignored");
+    }
+    false
 }
 
 /// Parses a (fastjson-style) JSON body into `T`.
@@ -901,7 +978,7 @@ impl NameServers {
     fn settle<T>(&self, i: usize, result: Result<T>, errors: &mut Vec<Error>) -> Option<Result<T>> {
         match result {
             Err(e) if e.is_transport() => {
-                tracing::warn!(addr = %self.addrs[i], error = %e, "RocketMQ NameServer failed, trying the next one");
+                tracing::debug!(addr = %self.addrs[i], error = %e, "RocketMQ NameServer failed, trying the next one");
                 errors.push(e);
                 None
             }
@@ -1184,6 +1261,67 @@ mod tests {
         let e = client.consumer_ids("g").await.unwrap_err();
         assert!(matches!(e, Error::Timeout { .. }), "{e}");
         assert_eq!(client.consumer_ids("g").await.unwrap(), ["answer-1"]);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unrequested_frames_is_read_in_linear_time() {
+        // 1,000 small server requests in one 40 KB burst, then the answer: read at once
+        // (decoding in place; draining after each frame made this quadratic in the burst).
+        let addr = fake_server(|req| {
+            let mut notify = Command::request(40, [("consumerGroup", "g")]);
+            notify.flag = crate::rocketmq::frame::FLAG_ONEWAY;
+            let one = notify.encode();
+            let mut flood = Vec::with_capacity(one.len() * 1000);
+            for _ in 0..1000 {
+                flood.extend_from_slice(&one);
+            }
+            vec![flood, reply(0, req.opaque, br#"{"consumerIdList":["c1"]}"#)]
+        })
+        .await;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(20),
+        };
+        let client = RemotingClient::connect(&addr, timeouts).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(client.consumer_ids("g").await.unwrap(), ["c1"]);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_frames_nobody_asked_for_closes_the_connection() {
+        let addr = fake_server(|_| {
+            let mut notify = Command::request(40, [("consumerGroup", "g")]);
+            notify.flag = crate::rocketmq::frame::FLAG_ONEWAY;
+            vec![notify.encode().repeat(5000)]
+        })
+        .await;
+        let client = RemotingClient::connect(&addr, fast()).await.unwrap();
+        let e = client.consumer_ids("g").await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol { reason, .. } if reason.contains("1025 frames in a row that no request asked for")),
+            "{e}"
+        );
+        assert!(client.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_garbage_header_is_refused_before_its_frame_is_buffered() {
+        // A 16 MiB frame whose header length exceeds it: refused from its first 8 bytes, while
+        // the server has not even sent the rest.
+        let addr = fake_server(|_| {
+            let mut head = ((16 * 1024 * 1024) as u32).to_be_bytes().to_vec();
+            head.extend_from_slice(&0x00ff_ffffu32.to_be_bytes());
+            vec![head]
+        })
+        .await;
+        let client = RemotingClient::connect(&addr, fast()).await.unwrap();
+        let e = client.cluster_info().await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol { reason, .. } if reason.contains("header of 16777215 bytes in a frame of 16777216")),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -158,6 +158,31 @@ impl Command {
         Ok(Some((command, 4 + total)))
     }
 
+    /// The whole length (prefix included) of the frame starting `buf`, checked as soon as its
+    /// first 8 bytes are there (length, serialization type, header length), so a reader knows
+    /// what it is about to buffer and refuses garbage before buffering it. `None` with fewer than
+    /// 8 bytes.
+    pub fn announced_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        if buf.len() < 8 {
+            return Ok(None);
+        }
+        let Some(total) = frame_len(buf)? else {
+            return Ok(None);
+        };
+        let mark = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let serialize_type = (mark >> 24) as u8;
+        let header_len = (mark & 0x00ff_ffff) as usize;
+        if serialize_type != SERIALIZE_JSON {
+            return Err(FrameError::SerializeType(serialize_type));
+        }
+        if 4 + header_len > total {
+            return Err(FrameError::Length(format!(
+                "header of {header_len} bytes in a frame of {total}"
+            )));
+        }
+        Ok(Some(4 + total))
+    }
+
     /// Decodes exactly one whole frame: a buffer that ends early is [`FrameError::Truncated`].
     pub fn decode_exact(buf: &[u8]) -> Result<Command, FrameError> {
         match Command::decode(buf)? {

@@ -1,6 +1,7 @@
 //! A NameServer nobody should trust: it answers every `GET_ROUTEINFO_BY_TOPIC` (105) with the
 //! route body it is given, whatever that says, and every other request with `SYSTEM_ERROR`. For
-//! the hostile-input suite: absurd numbers, duplicate brokers, huge routes.
+//! the hostile-input suite: absurd numbers, duplicate brokers, huge routes. [`Behaviour`] makes it
+//! worse: silent, answering 16 MiB of junk, or flooding frames nobody asked for.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,24 @@ use rebalancer::rocketmq::{Command, code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// How a fake answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// The route it is given, to every 105.
+    Route,
+    /// Reads requests, never answers, keeps the connection open.
+    Silent,
+    /// Answers every request with a response of the largest frame RocketMQ allows (16 MiB),
+    /// whose body is junk.
+    Huge,
+    /// Sends server requests (code 40) nobody asked for, as fast as they are read, and never
+    /// answers.
+    Flood,
+}
+
+/// Largest frame a reader accepts (`MAX_FRAME_LEN`), prefix excluded.
+const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// The fake, listening on a free loopback port until dropped.
 pub struct FakeNameServer {
@@ -27,6 +46,11 @@ impl Drop for FakeNameServer {
 impl FakeNameServer {
     /// Serves `route` (a TopicRouteData body, as bytes) for every topic.
     pub async fn start(route: Vec<u8>) -> FakeNameServer {
+        FakeNameServer::start_as(Behaviour::Route, route).await
+    }
+
+    /// A fake that behaves as `behaviour` (`route` is served only by [`Behaviour::Route`]).
+    pub async fn start_as(behaviour: Behaviour, route: Vec<u8>) -> FakeNameServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let route = Arc::new(Mutex::new(route));
@@ -37,6 +61,17 @@ impl FakeNameServer {
                     return;
                 };
                 let served = served.clone();
+                if behaviour == Behaviour::Flood {
+                    tokio::spawn(async move {
+                        let mut notify = Command::request(40, [("consumerGroup", "flood")]);
+                        notify.flag = rebalancer::rocketmq::frame::FLAG_ONEWAY;
+                        let one = notify.encode();
+                        let burst: Vec<u8> =
+                            one.iter().copied().cycle().take(one.len() * 1024).collect();
+                        while stream.write_all(&burst).await.is_ok() {}
+                    });
+                    continue;
+                }
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 8192];
@@ -47,6 +82,16 @@ impl FakeNameServer {
                         }
                         while let Ok(Some((request, used))) = Command::decode(&buf) {
                             buf.drain(..used);
+                            match behaviour {
+                                Behaviour::Silent => continue,
+                                Behaviour::Huge => {
+                                    if stream.write_all(&huge(request.opaque)).await.is_err() {
+                                        return;
+                                    }
+                                    continue;
+                                }
+                                Behaviour::Route | Behaviour::Flood => {}
+                            }
                             let mut reply = if request.code == code::GET_ROUTEINFO_BY_TOPIC {
                                 Command::new(0).with_body(served.lock().unwrap().clone())
                             } else {
@@ -69,6 +114,16 @@ impl FakeNameServer {
     pub fn serve(&self, route: Vec<u8>) {
         *self.route.lock().unwrap() = route;
     }
+}
+
+/// A response of exactly [`MAX_FRAME`] bytes, with a junk body.
+fn huge(opaque: i32) -> Vec<u8> {
+    let mut reply = Command::new(0);
+    reply.opaque = opaque;
+    reply.flag = FLAG_RESPONSE;
+    let empty = reply.encode().len() - 4;
+    reply.body = vec![b'x'; MAX_FRAME - empty];
+    reply.encode()
 }
 
 /// A route body of `brokers` (name, read, write, perm), each with a master at `master`.
