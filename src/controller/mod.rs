@@ -514,7 +514,11 @@ fn log_started(settings: &Settings, server: &str) {
 /// `rebalancer run`. Every start-up failure is returned as one line, before any controller starts.
 pub async fn run(settings: Settings) -> Result<(), String> {
     let listener = server::bind(settings.metrics_addr).await?;
-    let (client, api_server) = preflight::connect().await?;
+    let preflight::Connection {
+        client,
+        checks: checks_client,
+        server: api_server,
+    } = preflight::connect().await?;
     let metrics = Arc::new(metrics::Metrics::default());
     let leadership = match &settings.lease {
         Some(_) => leader::Leadership::follower(),
@@ -530,7 +534,14 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         ready.clone(),
     ));
     let checks = preflight::checks(&settings.namespaces, settings.lease.as_ref());
-    if let Err(e) = preflight::run(&client, &api_server, &checks, settings.startup_timeout).await {
+    if let Err(e) = preflight::run(
+        &checks_client,
+        &api_server,
+        &checks,
+        settings.startup_timeout,
+    )
+    .await
+    {
         server.abort();
         return Err(e);
     }

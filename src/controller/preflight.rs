@@ -156,9 +156,20 @@ pub fn checks(namespaces: &[String], lease: Option<&LeaseLock>) -> Vec<Check> {
     lists.chain(lease).collect()
 }
 
-/// A client from the kubeconfig or the in-cluster service account, and the API server's URL
-/// (for messages). Nothing is sent yet: see [`run`].
-pub async fn connect() -> Result<(Client, String), String> {
+/// The clients of the kubeconfig or of the in-cluster service account.
+pub struct Connection {
+    /// The operator's client, which retries 429, 503 and 504 itself (kube's default).
+    pub client: Client,
+    /// The start-up checks' client, which does not: [`run`] retries them with its own backoff
+    /// and log line, and keeps the server's answer for the message. Through kube's retries a
+    /// server answering 503 used up the whole [`CHECK_TIMEOUT`] and read "no answer".
+    pub checks: Client,
+    /// The API server's URL, for messages.
+    pub server: String,
+}
+
+/// The clients and the API server's URL. Nothing is sent yet: see [`run`].
+pub async fn connect() -> Result<Connection, String> {
     let mut config = Config::infer().await.map_err(|e| config_error(&e))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     // The API server names writes without a field manager after the User-Agent; kube sends none,
@@ -172,13 +183,23 @@ pub async fn connect() -> Result<(Client, String), String> {
         .to_string()
         .trim_end_matches('/')
         .to_owned();
-    let client = Client::try_from(config).map_err(|e| {
-        one_line(&format!(
-            "cannot build a Kubernetes client for {server} from the configuration: {}",
-            cause_text(&e)
-        ))
-    })?;
-    Ok((client, server))
+    let build = |config: Config| {
+        Client::try_from(config).map_err(|e| {
+            one_line(&format!(
+                "cannot build a Kubernetes client for {server} from the configuration: {}",
+                cause_text(&e)
+            ))
+        })
+    };
+    let mut without_retry = config.clone();
+    without_retry.default_retry = false;
+    let checks = build(without_retry)?;
+    let client = build(config)?;
+    Ok(Connection {
+        client,
+        checks,
+        server,
+    })
 }
 
 fn config_error(error: &InferConfigError) -> String {
