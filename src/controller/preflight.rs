@@ -306,7 +306,7 @@ pub async fn run(
             attempt,
             error = %failed.message,
             retry_in = ?delay,
-            "start-up check failed, retrying (--startup-timeout={}s)",
+            "start-up check failed, retrying (--startup-timeout={})",
             retry_for.as_secs()
         );
         tokio::time::sleep(delay).await;
