@@ -215,6 +215,7 @@ check "args: no --client-grace (the operator's default)" lacks "$DEP" "--client-
 check "args: no --client-probe-languages (the operator's default)" lacks "$DEP" "--client-probe-languages"
 check "args: no --broker-requests-per-second (the operator's default)" \
   lacks "$DEP" "--broker-requests-per-second"
+check "args: no --startup-timeout (the operator's default)" lacks "$DEP" "--startup-timeout"
 check "env POD_NAME from metadata.name" \
   has_re "$(tr '\n' ' ' <<<"$DEP")" "name: POD_NAME +valueFrom: +fieldRef: +fieldPath: metadata.name "
 check "env POD_NAMESPACE from metadata.namespace" \
@@ -287,6 +288,11 @@ check "args: --max-concurrent-reconciles=32" has "$DEP" "- --max-concurrent-reco
 check "args: --client-grace=120" has "$DEP" "- --client-grace=120"
 check "args: --client-probe-languages=JAVA,GO" has "$DEP" "- --client-probe-languages=JAVA,GO"
 check "args: --broker-requests-per-second=50" has "$DEP" "- --broker-requests-per-second=50"
+check "args: --startup-timeout=300" has "$DEP" "- --startup-timeout=300"
+Z="$WORK/no-retry.yaml"
+render "$Z" --set startupTimeoutSeconds=0 || : >"$Z"
+check "args: --startup-timeout=0 (0 is a value: no retry)" \
+  has "$(doc "$Z" Deployment "$RELEASE" "$NS")" "- --startup-timeout=0"
 check "serviceAccountName: $SA" has "$DEP" "serviceAccountName: $SA"
 check "image from values" has "$DEP" 'image: "registry.example.com/platform/rebalancer:0.1.0-rc.1"'
 check "imagePullPolicy: Always" has "$DEP" "imagePullPolicy: Always"
@@ -402,6 +408,8 @@ must_fail "maxConcurrentReconciles=0" maxConcurrentReconciles --set maxConcurren
 must_fail "clientGraceSeconds=0" clientGraceSeconds --set clientGraceSeconds=0
 must_fail "clientProbeLanguages=JAVA;GO" clientProbeLanguages --set-string "clientProbeLanguages=JAVA;GO"
 must_fail "brokerRequestsPerSecond=0" brokerRequestsPerSecond --set brokerRequestsPerSecond=0
+must_fail "startupTimeoutSeconds=-1" startupTimeoutSeconds --set startupTimeoutSeconds=-1
+must_fail "startupTimeoutSeconds=2m" startupTimeoutSeconds --set startupTimeoutSeconds=2m
 must_fail "replicaCount=2 with leaderElection.enabled=false" \
   "requires leaderElection.enabled=true" --set replicaCount=2 --set leaderElection.enabled=false
 must_fail "replicaCount=3 with leaderElection.enabled=false" \

@@ -744,3 +744,44 @@ fn absurd_sizes_are_refused_in_one_line_without_allocating() {
         started.elapsed()
     );
 }
+
+/// Hostile input: a file nested 100,000 deep (200-500 KB) is refused with one line naming the
+/// file and the limit, in well under a second, as `-f` and as `--route` (finding 7: it took
+/// 20 s, growing with the square of the depth, inside the YAML parser).
+#[test]
+fn deep_nesting_is_refused_in_one_line_at_once() {
+    const DEPTH: usize = 100_000;
+    let g = file(&group("Averagely"));
+    let gp = g.path().to_str().unwrap().to_string();
+    for (what, open, close) in [("[", "[", "]"), ("{\"a\":", "{\"a\":", "}")] {
+        let deep = file(&format!("{}1{}", open.repeat(DEPTH), close.repeat(DEPTH)));
+        let path = deep.path().to_str().unwrap().to_string();
+        let route = format!("orders={path}");
+        for args in [
+            vec!["-f", path.as_str()],
+            vec![
+                "-f",
+                gp.as_str(),
+                "--route",
+                route.as_str(),
+                "--replicas",
+                "2",
+            ],
+        ] {
+            let started = std::time::Instant::now();
+            let out = plan(&args).failure().code(1).get_output().stderr.clone();
+            let took = started.elapsed();
+            let e = String::from_utf8(out).unwrap();
+            assert_eq!(e.lines().count(), 1, "{what} {args:?}: not one line: {e}");
+            assert!(
+                e.starts_with(&format!("error: {path}: "))
+                    && e.contains("nested more than 128 levels deep (line 1, column "),
+                "{what} {args:?}: {e}"
+            );
+            assert!(
+                took < std::time::Duration::from_secs(2),
+                "{what} {args:?}: took {took:?}"
+            );
+        }
+    }
+}

@@ -3,9 +3,11 @@
 //! Every start-up failure (no kubeconfig, server unreachable, wrong CA, rejected token, CRDs
 //! missing, RBAC refusing the first list, metrics address taken) must end as exactly one
 //! `error: ` line on stderr and exit code 1, never a panic or a backtrace (`RUST_BACKTRACE=1` is
-//! set to prove it); the words of each line are those of `src/controller/preflight.rs`. And the
-//! binary must start over TLS under the chart's RBAC: it used to panic there because rustls had
-//! no crypto provider. See `tests/support/`.
+//! set to prove it); the words of each line are those of `src/controller/preflight.rs`. Failures
+//! of configuration fail at once; an API server that cannot be reached yet (or answers 429 or
+//! 5xx) is retried for `--startup-timeout` seconds. And the binary must start over TLS under the
+//! chart's RBAC: it used to panic there because rustls had no crypto provider. See
+//! `tests/support/`.
 
 mod support;
 
@@ -21,9 +23,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use rebalancer::api::{ConsumerGroup, Topic};
+use serde_json::json;
 use support::envtest::{Server, free_port, spawn};
-use support::fixtures::Env;
+use support::fixtures::{Env, condition_is};
 use support::operator::{Launch, Operator, binary};
+use support::tcp_proxy::TcpProxy;
 use support::{chart, eventually};
 
 /// A run that has not exited by then is killed and fails the test: a start-up failure must be
@@ -162,6 +166,49 @@ fn assert_one_line_error(output: &Output, keywords: &[&str]) -> String {
     line.to_string()
 }
 
+/// A configuration error is reported without retrying: within this, and with no retry logged.
+const AT_ONCE: Duration = Duration::from_secs(5);
+
+/// What the operator logs (on stdout) for each start-up attempt it retries.
+const RETRYING: &str = "start-up check failed, retrying";
+
+/// Fails unless the run failed at once, without a single retry.
+fn assert_at_once(output: &Output) {
+    assert!(
+        output.elapsed < AT_ONCE && !output.stdout.contains(RETRYING),
+        "want a failure at once, without retrying (within {AT_ONCE:?})\n{}",
+        output.describe()
+    );
+}
+
+/// `text` without ANSI escape sequences (the text log format colours levels and field names).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// N of the "(still failing after N attempts" a run that gave up ends its line with.
+fn attempts_of(line: &str) -> usize {
+    line.split("(still failing after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no attempt count in: {line}"))
+}
+
 /// Writes a kubeconfig for `server_url`, trusting the CA in `ca_file`, with `token`.
 fn write_kubeconfig(
     dir: &Path,
@@ -258,6 +305,7 @@ async fn no_kubeconfig_is_one_line() {
             &missing.display().to_string(),
         ],
     );
+    assert_at_once(&output);
 }
 
 #[tokio::test]
@@ -275,14 +323,249 @@ async fn unreachable_server_is_one_line() {
         &server.ca_file,
         &server.admin_token,
     );
-    let output = run_binary(dir.path(), &kubeconfig, &[]).await;
-    assert_one_line_error(
+    let output = run_binary(dir.path(), &kubeconfig, &["--startup-timeout=0".into()]).await;
+    let line = assert_one_line_error(
         &output,
         &[
             &format!("error: cannot reach the Kubernetes API server at {url}: "),
             "Connection refused",
         ],
     );
+    // 0: not retried.
+    assert_at_once(&output);
+    assert!(!line.contains("--startup-timeout"), "{line}");
+}
+
+/// Nothing ever listens: connection refused is retried (0.5 s, 1 s, then the last attempt at
+/// the deadline), one warning per retry, then one line naming the cause and the timeout.
+#[tokio::test]
+async fn unreachable_server_is_retried_until_the_startup_timeout() {
+    let Some(server) = support::envtest::shared("startup-unreachable-retried").await else {
+        return;
+    };
+    let dir = scratch();
+    let url = format!("https://127.0.0.1:{}", free_port());
+    let kubeconfig = write_kubeconfig(
+        dir.path(),
+        "unreachable",
+        &url,
+        &server.ca_file,
+        &server.admin_token,
+    );
+    let output = run_binary(dir.path(), &kubeconfig, &["--startup-timeout=2".into()]).await;
+    let line = assert_one_line_error(
+        &output,
+        &[
+            &format!("error: cannot reach the Kubernetes API server at {url}: "),
+            "Connection refused",
+            "(still failing after ",
+            " attempts in 2.",
+            "--startup-timeout=2)",
+        ],
+    );
+    assert!(
+        output.elapsed >= Duration::from_secs(2) && output.elapsed < Duration::from_secs(10),
+        "want an exit after the 2 s timeout, and soon after it\n{}",
+        output.describe()
+    );
+    let stdout = without_colours(&output.stdout);
+    let retries: Vec<&str> = stdout.lines().filter(|l| l.contains(RETRYING)).collect();
+    let delays: Vec<&str> = retries
+        .iter()
+        .filter_map(|l| l.split("retry_in=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    // Attempts at 0, 0.5 s, 1.5 s and at the deadline, 2 s; fewer on a slow machine, where
+    // a wait is cut short to make the last attempt at the deadline.
+    let attempts = attempts_of(&line);
+    assert!(attempts >= 3, "{}", output.describe());
+    assert_eq!(
+        delays.len(),
+        attempts - 1,
+        "want one warning per retry\n{}",
+        output.describe()
+    );
+    assert_eq!(delays[0], "500ms", "{}", output.describe());
+    for line in &retries {
+        assert!(
+            line.contains("WARN") && line.contains("Connection refused"),
+            "a retry line without level or cause: {line}"
+        );
+    }
+}
+
+/// An API server that answers 503 (as one does while it starts): each attempt is one request
+/// (kube's own retries are off for the checks, which used to spend 20 s in them and then say "no
+/// answer"), retried with the backoff, and the final line keeps the server's answer.
+#[tokio::test]
+async fn a_server_answering_503_is_retried_and_its_answer_reported() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(server) = support::envtest::shared("startup-503").await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let unavailable = tokio::spawn(async move {
+        let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the server is currently unable to handle the request","reason":"ServiceUnavailable","code":503}"#;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let response = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    let dir = scratch();
+    let kubeconfig = write_kubeconfig(
+        dir.path(),
+        "unavailable",
+        &url,
+        &server.ca_file,
+        &server.admin_token,
+    );
+    let output = run_binary(dir.path(), &kubeconfig, &["--startup-timeout=2".into()]).await;
+    unavailable.abort();
+    let line = assert_one_line_error(
+        &output,
+        &[
+            &format!(
+                "error: `list consumergroups.rebalancer.dev in all namespaces` failed at {url}: \
+                 503 ServiceUnavailable: the server is currently unable to handle the request"
+            ),
+            "(still failing after ",
+            " attempts in 2.",
+            "--startup-timeout=2)",
+        ],
+    );
+    assert!(
+        output.elapsed < Duration::from_secs(10),
+        "{}",
+        output.describe()
+    );
+    let attempts = attempts_of(&line);
+    assert!(attempts >= 3, "{}", output.describe());
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        attempts,
+        "one request per attempt\n{}",
+        output.describe()
+    );
+    let stdout = without_colours(&output.stdout);
+    let retries: Vec<&str> = stdout.lines().filter(|l| l.contains(RETRYING)).collect();
+    assert_eq!(retries.len(), attempts - 1, "{}", output.describe());
+    assert!(
+        retries.iter().all(|l| l.contains("503 ServiceUnavailable")),
+        "{}",
+        output.describe()
+    );
+}
+
+/// An operator started while the API server is away (nothing listens at its address yet, as
+/// while it restarts) waits for it: /healthz answers meanwhile, /readyz says not ready, and once
+/// the server appears there the operator gets ready and reconciles.
+// Multi-threaded: the proxy's tasks must keep forwarding while the test blocks in
+// `terminate` (the operator releases its Lease through the proxy on SIGTERM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_appears_later_is_waited_for() {
+    let Some(env) = Env::new("startup-server-appears-later").await else {
+        return;
+    };
+    let port = free_port();
+    let upstream = env
+        .server
+        .url
+        .strip_prefix("https://")
+        .expect("an https URL")
+        .to_string();
+    let kubeconfig = env.dir.join("later.kubeconfig");
+    let text = std::fs::read_to_string(&env.kubeconfig).unwrap();
+    assert!(text.contains(&env.server.url), "{text}");
+    std::fs::write(
+        &kubeconfig,
+        text.replace(&env.server.url, &format!("https://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let mut op = Operator::start(Launch {
+        kubeconfig: &kubeconfig,
+        lease_namespace: &env.ns,
+        namespaces: vec![env.ns.clone()],
+        identity: "op".into(),
+        lease_duration: 4,
+        log_dir: &env.dir,
+        extra_args: Vec::new(),
+    });
+    // At least two refused attempts, and alive but not ready meanwhile.
+    let until = Instant::now() + support::deadline();
+    while op.logs().matches(RETRYING).count() < 2 {
+        if let Some(status) = op.exited() {
+            panic!(
+                "the operator exited ({status}) while waiting:\n{}",
+                op.logs()
+            );
+        }
+        assert!(
+            Instant::now() < until,
+            "fewer than two retries logged within {:?}:\n{}",
+            support::deadline(),
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(op.http_get("/healthz").await, Ok((200, "ok".into())));
+    assert_eq!(op.http_get("/readyz").await, Ok((503, "starting".into())));
+    // One line per attempt, naming the cause: nothing else is logged while waiting.
+    let waiting = without_colours(&op.logs());
+    for line in waiting.lines() {
+        assert!(
+            line.contains(RETRYING) && line.contains("Connection refused"),
+            "a line other than a retry naming its cause while waiting: {line}\n{waiting}"
+        );
+    }
+
+    let _proxy = TcpProxy::listen(&format!("127.0.0.1:{port}"), &upstream).await;
+    wait_ready(&mut op).await;
+    assert!(
+        op.logs()
+            .contains("the Kubernetes API server answered every start-up check"),
+        "{}",
+        op.logs()
+    );
+    env.wait_holder("op").await;
+    env.topic("orders", &[("broker-a", 4)]).await;
+    env.deployment("consumer", 2).await;
+    env.pods("consumer", 2).await;
+    env.group(
+        "cg",
+        json!({
+            "topics": ["orders"],
+            "strategy": "Averagely",
+            "consumers": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "consumer"}}
+        }),
+    )
+    .await;
+    let group = env
+        .wait_group("cg", "Ready with 2 consumers", |g| {
+            condition_is(g, "Ready", "True")?;
+            match g.status.as_ref().map(|s| s.allocation.consumers) {
+                Some(2) => Ok(()),
+                other => Err(format!("{other:?} consumers")),
+            }
+        })
+        .await;
+    assert_eq!(group.status.unwrap().allocation.queues, 4);
+    op.assert_clean();
+    assert_clean_shutdown(&mut op);
 }
 
 #[tokio::test]
@@ -310,6 +593,7 @@ async fn foreign_ca_is_one_tls_line() {
              kubeconfig)",
         ],
     );
+    assert_at_once(&output);
 }
 
 #[tokio::test]
@@ -336,6 +620,7 @@ async fn rejected_token_is_one_401_line() {
             "missing, expired or not for this cluster",
         ],
     );
+    assert_at_once(&output);
 }
 
 /// On a server of its own: the CRDs are deleted, which the shared server's tests must not see.
@@ -392,6 +677,7 @@ async fn missing_crds_are_one_line() {
             "kubectl apply --server-side -f crds/",
         ],
     );
+    assert_at_once(&output);
     // The preflight only read: still no CRDs.
     for name in names {
         assert!(
@@ -440,6 +726,7 @@ async fn rbac_refusing_the_first_list_is_one_line() {
             "grant it with the chart's Role in that namespace (list it in watchNamespaces)",
         ],
     );
+    assert_at_once(&output);
 
     let output = run_binary(dir.path(), &kubeconfig, &[]).await;
     assert_one_line_error(
@@ -451,6 +738,7 @@ async fn rbac_refusing_the_first_list_is_one_line() {
             "grant it with the chart's ClusterRole (watchNamespaces empty)",
         ],
     );
+    assert_at_once(&output);
 }
 
 /// The chart in namespaced mode grants one namespace: asking for another is refused with a line

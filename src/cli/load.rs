@@ -63,6 +63,7 @@ pub fn load_text(file: &str, text: &str, loaded: &mut Loaded) -> Result<(), Load
         file: file.to_string(),
         message,
     };
+    super::nesting::check(text).map_err(err)?;
     for (n, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml::Value::deserialize(document)
             .map_err(|e| err(format!("document {}: malformed YAML: {e}", n + 1)))?;

@@ -2,6 +2,7 @@
 
 pub mod crds;
 pub mod load;
+pub mod nesting;
 pub mod plan;
 pub mod route;
 pub mod run;

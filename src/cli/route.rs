@@ -41,6 +41,7 @@ pub fn parse_route(text: &str) -> Result<TopicRoute, String> {
     if trimmed.is_empty() {
         return Err("empty route".into());
     }
+    super::nesting::check(text)?;
     let value = if trimmed.starts_with('{') {
         parse_lenient(trimmed).map_err(|e| format!("malformed JSON: {e}"))?
     } else {

@@ -61,14 +61,27 @@ pub struct RunArgs {
     /// rebalancer_broker_requests_total).
     #[arg(long, default_value_t = crate::controller::context::DEFAULT_BROKER_RPS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub broker_requests_per_second: u32,
+    /// Seconds to keep retrying the start-up checks while the API server cannot be reached or
+    /// answers 429 or 5xx (e.g. while it restarts), waiting 0.5 s, doubling up to 10 s, between
+    /// attempts; 0: fail at the first error. Rejected credentials, missing permissions or CRDs
+    /// and an untrusted certificate fail at once.
+    #[arg(long, default_value_t = 120)]
+    pub startup_timeout: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube's client logs every failed request as an ERROR without its cause ("failed with error
+    // client error (Connect)"), also those retried at start-up and by the watchers, each of
+    // which the operator logs itself with the cause. Naming kube_client in RUST_LOG shows them.
+    let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client"));
+    if !named && let Ok(quiet) = "kube_client::client::builder=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -110,6 +123,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         client_grace: Duration::from_secs(args.client_grace),
         client_probe_languages: args.client_probe_languages.clone(),
         broker_requests_per_second: args.broker_requests_per_second,
+        startup_timeout: Duration::from_secs(args.startup_timeout),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

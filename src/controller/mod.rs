@@ -60,6 +60,9 @@ pub struct Settings {
     pub client_probe_languages: group::probe::Languages,
     /// Most requests per second to brokers.
     pub broker_requests_per_second: u32,
+    /// How long start-up checks failing in a way that may pass (server unreachable, 429, 5xx)
+    /// are retried; zero: not at all.
+    pub startup_timeout: Duration,
 }
 
 /// How long a request to a broker may wait for a slot of `--broker-requests-per-second`
@@ -512,16 +515,39 @@ fn log_started(settings: &Settings, server: &str) {
 /// `rebalancer run`. Every start-up failure is returned as one line, before any controller starts.
 pub async fn run(settings: Settings) -> Result<(), String> {
     let listener = server::bind(settings.metrics_addr).await?;
-    let (client, api_server) = preflight::connect().await?;
-    let checks = preflight::checks(&settings.namespaces, settings.lease.as_ref());
-    preflight::run(&client, &api_server, &checks).await?;
-
+    let preflight::Connection {
+        client,
+        checks: checks_client,
+        server: api_server,
+    } = preflight::connect().await?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let (gained_tx, gained_rx) = signal::channel(0u64);
     let leadership = match &settings.lease {
         Some(_) => leader::Leadership::follower(),
         None => leader::Leadership::always(),
     };
+    let ready = Arc::new(AtomicBool::new(false));
+    // Served while the checks are retried: a liveness probe that got no answer would restart
+    // the pod in the middle of the wait (/readyz says 503 until the caches have synced).
+    let server = tokio::spawn(server::serve(
+        listener,
+        metrics.clone(),
+        leadership.clone(),
+        ready.clone(),
+    ));
+    let checks = preflight::checks(&settings.namespaces, settings.lease.as_ref());
+    if let Err(e) = preflight::run(
+        &checks_client,
+        &api_server,
+        &checks,
+        settings.startup_timeout,
+    )
+    .await
+    {
+        server.abort();
+        return Err(e);
+    }
+
+    let (gained_tx, gained_rx) = signal::channel(0u64);
     let mut ctx = Context::new(
         client.clone(),
         metrics.clone(),
@@ -548,13 +574,6 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             .with_throttle(Arc::new(throttle)),
     );
     let ctx = Arc::new(ctx);
-    let ready = Arc::new(AtomicBool::new(false));
-    let server = tokio::spawn(server::serve(
-        listener,
-        metrics.clone(),
-        leadership.clone(),
-        ready.clone(),
-    ));
     let lease_task = settings
         .lease
         .clone()

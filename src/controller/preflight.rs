@@ -1,7 +1,8 @@
 //! Start-up checks. The client connects lazily and the watchers retry every failure forever, so
 //! without these checks a missing CRD, a wrong CA or a missing RBAC rule would only show up as
 //! warnings in a loop. Each check is the request a watcher would make first (or the lease's first
-//! read), and its failure is turned into one line that says what to fix.
+//! read), and its failure is turned into one line that says what to fix. A server that is only
+//! away (restarting, overloaded) is waited for, up to `--startup-timeout`: see [`run`].
 
 use std::error::Error as StdError;
 use std::io;
@@ -155,9 +156,20 @@ pub fn checks(namespaces: &[String], lease: Option<&LeaseLock>) -> Vec<Check> {
     lists.chain(lease).collect()
 }
 
-/// A client from the kubeconfig or the in-cluster service account, and the API server's URL
-/// (for messages). Nothing is sent yet: see [`run`].
-pub async fn connect() -> Result<(Client, String), String> {
+/// The clients of the kubeconfig or of the in-cluster service account.
+pub struct Connection {
+    /// The operator's client, which retries 429, 503 and 504 itself (kube's default).
+    pub client: Client,
+    /// The start-up checks' client, which does not: [`run`] retries them with its own backoff
+    /// and log line, and keeps the server's answer for the message. Through kube's retries a
+    /// server answering 503 used up the whole [`CHECK_TIMEOUT`] and read "no answer".
+    pub checks: Client,
+    /// The API server's URL, for messages.
+    pub server: String,
+}
+
+/// The clients and the API server's URL. Nothing is sent yet: see [`run`].
+pub async fn connect() -> Result<Connection, String> {
     let mut config = Config::infer().await.map_err(|e| config_error(&e))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     // The API server names writes without a field manager after the User-Agent; kube sends none,
@@ -171,13 +183,23 @@ pub async fn connect() -> Result<(Client, String), String> {
         .to_string()
         .trim_end_matches('/')
         .to_owned();
-    let client = Client::try_from(config).map_err(|e| {
-        one_line(&format!(
-            "cannot build a Kubernetes client for {server} from the configuration: {}",
-            cause_text(&e)
-        ))
-    })?;
-    Ok((client, server))
+    let build = |config: Config| {
+        Client::try_from(config).map_err(|e| {
+            one_line(&format!(
+                "cannot build a Kubernetes client for {server} from the configuration: {}",
+                cause_text(&e)
+            ))
+        })
+    };
+    let mut without_retry = config.clone();
+    without_retry.default_retry = false;
+    let checks = build(without_retry)?;
+    let client = build(config)?;
+    Ok(Connection {
+        client,
+        checks,
+        server,
+    })
 }
 
 fn config_error(error: &InferConfigError) -> String {
@@ -211,16 +233,146 @@ pub fn describe_config_error(kubeconfig: Option<&KubeconfigError>, detail: &str)
     one_line(&message)
 }
 
-/// Makes every request of `checks`, in order, and stops at the first failure.
-pub async fn run(client: &Client, server: &str, checks: &[Check]) -> Result<(), String> {
-    for check in checks {
-        match tokio::time::timeout(CHECK_TIMEOUT, execute(client, check)).await {
-            Ok(Ok(())) => tracing::debug!(check = %check.action(), "preflight ok"),
-            Ok(Err(e)) => return Err(describe(&e, server, check)),
-            Err(_) => return Err(timed_out(server, check, CHECK_TIMEOUT)),
+/// The first wait between two start-up attempts; it doubles up to [`RETRY_MAX_DELAY`].
+pub const RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
+
+/// The longest wait between two start-up attempts: a server back after a long outage is found
+/// within this.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// The waits between start-up attempts: 0.5 s, 1 s, 2 s, 4 s, 8 s, then 10 s.
+pub fn backoff() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(RETRY_FIRST_DELAY), |d| {
+        Some((*d * 2).min(RETRY_MAX_DELAY))
+    })
+}
+
+/// One failed check: its one-line message, and whether waiting may fix it.
+struct Failed {
+    message: String,
+    transient: bool,
+}
+
+/// Makes every request of `checks`, in order. A failure that may pass on its own (the server
+/// unreachable, 429, a 5xx, no answer in time: see [`is_transient`]) is retried from the failed
+/// check, after the waits of [`backoff`] with one warning each, as long as `retry_for` has not
+/// passed since the start (`ZERO`: never). Any other failure, or the last one, is returned at
+/// once. No attempt starts after `retry_for`; each waits up to [`CHECK_TIMEOUT`] for an answer.
+pub async fn run(
+    client: &Client,
+    server: &str,
+    checks: &[Check],
+    retry_for: Duration,
+) -> Result<(), String> {
+    let started = tokio::time::Instant::now();
+    // None: too far to represent, that is never.
+    let deadline = started.checked_add(retry_for);
+    let mut delays = backoff();
+    let mut done = 0;
+    let mut attempt = 1u32;
+    loop {
+        let failed = match run_from(client, server, &checks[done..]).await {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(
+                        attempts = attempt,
+                        after = ?started.elapsed(),
+                        "the Kubernetes API server answered every start-up check"
+                    );
+                }
+                return Ok(());
+            }
+            Err((passed, failed)) => {
+                done += passed;
+                failed
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if !failed.transient || retry_for.is_zero() {
+            return Err(failed.message);
         }
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(one_line(&format!(
+                "{} (still failing after {attempt} attempts in {}, --startup-timeout={})",
+                failed.message,
+                seconds(now - started),
+                retry_for.as_secs()
+            )));
+        }
+        // The last attempt is made at the deadline, not one wait before it.
+        let delay = delays.next().unwrap_or(RETRY_MAX_DELAY);
+        let delay = deadline.map_or(delay, |d| delay.min(d - now));
+        tracing::warn!(
+            attempt,
+            error = %failed.message,
+            retry_in = ?delay,
+            "start-up check failed, retrying (--startup-timeout={})",
+            retry_for.as_secs()
+        );
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// Makes the requests of `checks` in order; at the first failure, how many passed before it.
+async fn run_from(client: &Client, server: &str, checks: &[Check]) -> Result<(), (usize, Failed)> {
+    for (passed, check) in checks.iter().enumerate() {
+        let failed = match tokio::time::timeout(CHECK_TIMEOUT, execute(client, check)).await {
+            Ok(Ok(())) => {
+                tracing::debug!(check = %check.action(), "preflight ok");
+                continue;
+            }
+            Ok(Err(e)) => Failed {
+                message: describe(&e, server, check),
+                transient: is_transient(&e),
+            },
+            Err(_) => Failed {
+                message: timed_out(server, check, CHECK_TIMEOUT),
+                transient: true,
+            },
+        };
+        return Err((passed, failed));
     }
     Ok(())
+}
+
+/// Whether `error` may pass on its own: a server that is restarting, overloaded or not
+/// reachable yet. Rejected credentials, missing permissions or CRDs and a certificate the
+/// kubeconfig does not trust are configuration, which waiting does not fix.
+pub fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::Service(_) | kube::Error::HyperError(_) => !is_tls(error) || dropped(error),
+        _ => false,
+    }
+}
+
+/// A connection refused, reset or closed half-way, or not made in time: what a restarting
+/// server does, also during a TLS handshake (whose failures are otherwise configuration).
+fn dropped(error: &(dyn StdError + 'static)) -> bool {
+    chain(error).any(|e| {
+        e.downcast_ref::<io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::NotConnected
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::TimedOut
+            )
+        })
+    })
+}
+
+/// `d` as `20s`, or `1.5s` when not a whole number of seconds.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
 async fn execute(client: &Client, check: &Check) -> Result<(), kube::Error> {
@@ -692,6 +844,48 @@ mod tests {
             "`list topics.rebalancer.dev in all namespaces` failed at https://10.0.0.1:6443: 500 \
              InternalError: etcd unavailable"
         );
+    }
+
+    #[test]
+    fn the_server_restarting_or_overloaded_is_retried_configuration_is_not() {
+        let io_error = |kind: io::ErrorKind| {
+            let io = io::Error::new(kind, "x");
+            kube::Error::Service(Box::new(wrap("client error (Connect)", io)))
+        };
+        for error in [
+            refused(),
+            api(503, "ServiceUnavailable", "starting"),
+            api(500, "InternalError", "etcd unavailable"),
+            api(504, "Timeout", "x"),
+            api(429, "TooManyRequests", "x"),
+            io_error(io::ErrorKind::ConnectionReset),
+            io_error(io::ErrorKind::TimedOut),
+            // A restarting server closing the connection in the handshake.
+            io_error(io::ErrorKind::UnexpectedEof),
+            kube::Error::Service(Box::new(wrap(
+                "dns error",
+                io::Error::other("failed to lookup address information"),
+            ))),
+        ] {
+            assert!(is_transient(&error), "{error:?}");
+        }
+        for error in [
+            api(401, "Unauthorized", "Unauthorized"),
+            api(403, "Forbidden", "x"),
+            api(404, "NotFound", "404 page not found"),
+            api(422, "Invalid", "x"),
+            untrusted(),
+        ] {
+            assert!(!is_transient(&error), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn retries_wait_half_a_second_doubling_up_to_ten() {
+        let secs: Vec<f64> = backoff().take(8).map(|d| d.as_secs_f64()).collect();
+        assert_eq!(secs, [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]);
+        assert_eq!(seconds(Duration::from_secs(20)), "20s");
+        assert_eq!(seconds(Duration::from_millis(1540)), "1.5s");
     }
 
     #[test]

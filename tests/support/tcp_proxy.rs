@@ -20,7 +20,13 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding to `upstream`.
     pub async fn start(upstream: &str) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        TcpProxy::listen("127.0.0.1:0", upstream).await
+    }
+
+    /// Starts forwarding `addr` (e.g. a port a client was given before anything listened
+    /// there) to `upstream`.
+    pub async fn listen(addr: &str, upstream: &str) -> TcpProxy {
+        let listener = TcpListener::bind(addr).await.expect("proxy bind");
         let addr = listener.local_addr().unwrap().to_string();
         let accepted = Arc::new(AtomicUsize::new(0));
         let (cut, cuts) = watch::channel(0u64);

@@ -1127,7 +1127,16 @@ fn failure_with(
 ) -> Decision {
     let mut status = current.clone();
     status.observed_generation = group.meta().generation;
-    if desired_replicas.is_some() {
+    let has_workload = group
+        .spec
+        .consumers
+        .as_ref()
+        .is_some_and(|c| c.workload_ref.is_some());
+    // Unknown now (e.g. the workload cannot be read): the last value read stays. But a group
+    // that no longer names a workload has no replica count at all, not its old workload's.
+    if !has_workload {
+        status.desired_replicas = None;
+    } else if desired_replicas.is_some() {
         status.desired_replicas = desired_replicas;
     }
     status.conditions = conditions::merge(

@@ -535,6 +535,64 @@ fn a_failure_keeps_the_assignment_and_warns_once() {
 }
 
 #[test]
+fn a_failing_group_switched_to_a_selector_drops_the_workloads_desired_replicas() {
+    let before = converged();
+    assert_eq!(
+        before.group.status.as_ref().unwrap().desired_replicas,
+        Some(2)
+    );
+    let mut switched = (*before.group).clone();
+    switched.spec =
+        group(json!({"consumers": {"selector": {"matchLabels": {"app": "consumer"}}}})).spec;
+    let selector = Workload {
+        desired_replicas: None,
+        ..workload(None)
+    };
+    let pods: Vec<Pod> = before.pods.iter().map(|p| (**p).clone()).collect();
+    // Every failure path that runs before or after the workload is known.
+    let failing = [
+        snapshot_with(
+            switched.clone(),
+            Err(TopicProblem::NotFound("orders".into())),
+            Ok(selector.clone()),
+            pods.clone(),
+        ),
+        snapshot_with(
+            switched.clone(),
+            Ok(vec![orders(8)]),
+            Err(WorkloadProblem::WorkloadNotFound("x".into())),
+            pods.clone(),
+        ),
+    ];
+    for s in failing {
+        let d = decide(&s, at(60), BUDGETS);
+        assert!(matches!(d.outcome, Outcome::Failed(_)), "{:?}", d.outcome);
+        assert_eq!(d.status.desired_replicas, None, "{:?}", d.outcome);
+        assert!(d.write_status);
+    }
+    // An invalid spec without a workload, too (the selector is valid: no topics is not).
+    let mut invalid = switched.clone();
+    invalid.spec.topics.clear();
+    let s = snapshot_with(
+        invalid,
+        Ok(vec![orders(8)]),
+        Ok(selector.clone()),
+        pods.clone(),
+    );
+    let d = decide(&s, at(60), BUDGETS);
+    assert_eq!(d.outcome, Outcome::Failed("InvalidSpec"));
+    assert_eq!(d.status.desired_replicas, None);
+    // Still with a workload, an unknown count keeps the last one read.
+    let s = snapshot_with(
+        (*before.group).clone(),
+        Err(TopicProblem::NotFound("orders".into())),
+        Err(WorkloadProblem::WorkloadNotFound("x".into())),
+        pods,
+    );
+    assert_eq!(decide(&s, at(60), BUDGETS).status.desired_replicas, Some(2));
+}
+
+#[test]
 fn a_missing_workload_is_workload_not_found() {
     let before = converged();
     let s = snapshot_with(
