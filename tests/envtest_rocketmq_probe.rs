@@ -12,7 +12,7 @@
 mod support;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -20,6 +20,7 @@ use kube::api::{Patch, PatchParams};
 use rebalancer::api::{ConsumerGroup, Permission};
 use rebalancer::rocketmq::{RemotingClient, Timeouts, TopicConfig};
 use serde_json::json;
+use support::consumer::{Consumer, ConsumerConfig, Flavour, Queue};
 use support::fixtures::{Env, condition, condition_is};
 use support::rocketmq::RocketMq;
 use support::silent_client::SilentClient;
@@ -129,6 +130,20 @@ impl<'a> World<'a> {
 
     async fn get_group(&self) -> ConsumerGroup {
         self.env.get_group("consumer").await
+    }
+
+    /// A real consumer of `flavour` in the group, client id `ip@name`.
+    async fn consumer(&self, test: &str, flavour: Flavour, ip: &str, name: &str) -> Consumer {
+        let config = ConsumerConfig {
+            namesrv: self.mq.namesrv_addr(),
+            group: self.group.clone(),
+            topics: vec![self.topic.clone()],
+            client_ip: ip.into(),
+            instance_name: name.into(),
+        };
+        Consumer::start_as(test, flavour, &config, &[])
+            .await
+            .expect("the consumer is there")
     }
 
     /// ConsumerGroup reconciles so far.
@@ -436,28 +451,26 @@ async fn no_client_connected_says_so(test: &str, mq: &RocketMq) {
     world.op.assert_clean();
 }
 
-/// A real rocketmq-client-rust consumer (it answers) beside a silent one: reported truthfully,
-/// the one that answered counted, the other named.
-async fn mixed_groups_are_reported_truthfully(test: &str, mq: &RocketMq) {
-    if support::consumer::binary(test).is_none() {
+/// A real consumer of `flavour` (it answers) beside a silent one: reported truthfully, the one
+/// that answered counted, the other named and never asked. Client ids under `net` (`A.B.C`).
+async fn mixed_groups_are_reported_truthfully(
+    test: &str,
+    mq: &RocketMq,
+    flavour: Flavour,
+    net: &str,
+) {
+    if !flavour.available(test) {
         return;
     }
     let Some(world) = World::new(test, mq, 2, &[]).await else {
         return;
     };
-    world.pod("consumer-1", "10.23.0.1").await;
-    world.pod("consumer-2", "10.23.0.2").await;
-    let config = support::consumer::ConsumerConfig {
-        namesrv: world.mq.namesrv_addr(),
-        group: world.group.clone(),
-        topics: vec![world.topic.clone()],
-        client_ip: "10.23.0.1".into(),
-        instance_name: "real".into(),
-    };
-    let _real = support::consumer::Consumer::start(test, &config)
-        .await
-        .expect("the consumer binary is there");
-    let silent = world.silent("10.23.0.2@silent", "OTHER", &[0, 1]).await;
+    let (real_ip, silent_ip) = (format!("{net}.1"), format!("{net}.2"));
+    let silent_id = format!("{silent_ip}@silent");
+    world.pod("consumer-1", &real_ip).await;
+    world.pod("consumer-2", &silent_ip).await;
+    let _real = world.consumer(test, flavour, &real_ip, "real").await;
+    let silent = world.silent(&silent_id, "OTHER", &[0, 1]).await;
     let group = world
         .env
         .wait_group("consumer", "one answered, one not asked", |g| {
@@ -472,9 +485,153 @@ async fn mixed_groups_are_reported_truthfully(test: &str, mq: &RocketMq) {
         })
         .await;
     let message = &condition(&group, "ClientsDiverge").unwrap().message;
-    assert!(message.contains("10.23.0.2@silent"), "{message}");
+    assert!(message.contains(&silent_id), "{message}");
     assert!(silent.iter().all(|c| c.questions() == 0));
     world.op.assert_clean();
+}
+
+/// Client id -> the queues the status gives it.
+fn status_queues(group: &ConsumerGroup) -> Result<BTreeMap<String, BTreeSet<Queue>>, String> {
+    let status = group.status.as_ref().ok_or("no status")?;
+    let mut out = BTreeMap::new();
+    for a in &status.allocation.assignments {
+        out.insert(a.consumer.clone(), support::queues::expand(&a.queues)?);
+    }
+    Ok(out)
+}
+
+/// Two real consumers of `flavour` and three silent clients (declaring `silent_languages`, one
+/// each) in one group, the operator started with `args`: once the clients hold what the status
+/// computes for them, over ten sync periods (each a read of the group, and a chance to ask its
+/// clients) the real consumers never re-allocate, every broker lists all five clients at every
+/// sample, no silent client's connection is closed, and the status names the silent ones.
+/// Returns the questions each silent connection received. Client ids under `net` (`A.B.C`).
+async fn answering_clients_keep_their_queues_beside_silent_ones(
+    test: &str,
+    mq: &RocketMq,
+    flavour: Flavour,
+    net: &str,
+    args: &[&str],
+    silent_languages: [&str; 3],
+) -> Vec<usize> {
+    if !flavour.available(test) {
+        return Vec::new();
+    }
+    let Some(world) = World::new(test, mq, 4, args).await else {
+        return Vec::new();
+    };
+    let mut silent = Vec::new();
+    let mut silent_ids = BTreeSet::new();
+    for (i, language) in (1..=3).zip(silent_languages) {
+        let (ip, id) = (format!("{net}.{i}"), format!("{net}.{i}@silent"));
+        world.pod(&format!("consumer-{i}"), &ip).await;
+        silent.extend(world.silent(&id, language, &[0, 1]).await);
+        silent_ids.insert(id);
+    }
+    let mut real = Vec::new();
+    for i in 4..=5 {
+        let ip = format!("{net}.{i}");
+        world.pod(&format!("consumer-{i}"), &ip).await;
+        real.push(world.consumer(test, flavour, &ip, "real").await);
+    }
+    let all_ids: BTreeSet<String> = silent_ids
+        .iter()
+        .cloned()
+        .chain(real.iter().map(|c| c.client_id().to_string()))
+        .collect();
+    let topic = &world.topic;
+    // Settled: the status counts all five, and each real consumer holds exactly what the
+    // status computes for it (so it allocated over all five too).
+    let agrees = |g: &ConsumerGroup| -> Result<(), String> {
+        consumers_are(g, 5)?;
+        let computed = status_queues(g)?;
+        for c in &real {
+            let held = c.queues_of(topic);
+            if computed.get(c.client_id()) != Some(&held) || held.is_empty() {
+                return Err(format!(
+                    "{} holds {held:?}, the status computes {:?}",
+                    c.client_id(),
+                    computed.get(c.client_id())
+                ));
+            }
+        }
+        Ok(())
+    };
+    let group = world
+        .env
+        .wait_group(
+            "consumer",
+            "real consumers hold what the status says",
+            |g| {
+                agrees(g)?;
+                // The operator saw it too: both answered with what it computes.
+                condition_is(g, "ClientsDiverge", "Unknown")?;
+                let m = &condition(g, "ClientsDiverge").unwrap().message;
+                if m.starts_with("2 of 5 clients answered and hold the queues computed for them") {
+                    Ok(())
+                } else {
+                    Err(m.clone())
+                }
+            },
+        )
+        .await;
+    let message = &condition(&group, "ClientsDiverge").unwrap().message;
+    assert!(
+        silent_ids.iter().all(|id| message.contains(id.as_str())),
+        "{message}"
+    );
+    let settled: Vec<usize> = real.iter().map(|c| c.reallocations(topic)).collect();
+
+    let gaps = RefCell::new(Vec::new());
+    let disagreements = RefCell::new(Vec::new());
+    let window = world
+        .over_sync_periods(10, || async {
+            for (broker, listed) in world.listed().await {
+                if listed != all_ids {
+                    gaps.borrow_mut()
+                        .push(format!("{broker} listed {listed:?}"));
+                }
+            }
+            if let Err(e) = agrees(&world.get_group().await) {
+                disagreements.borrow_mut().push(e);
+            }
+        })
+        .await;
+    let after: Vec<usize> = real.iter().map(|c| c.reallocations(topic)).collect();
+    let questions: Vec<usize> = silent.iter().map(SilentClient::questions).collect();
+    println!(
+        "{test}: re-allocations of the real consumers {settled:?} when settled, {after:?} after \
+         {window:?} (10 reconciles); questions to the silent connections {questions:?}"
+    );
+    let gaps = gaps.into_inner();
+    assert!(
+        gaps.is_empty(),
+        "the group's consumer list changed: {gaps:?}"
+    );
+    assert_eq!(
+        settled,
+        after,
+        "real consumers re-allocated beside silent clients\n{}",
+        real.iter()
+            .map(|c| c.log_tail())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let disagreements = disagreements.into_inner();
+    assert!(disagreements.is_empty(), "{disagreements:?}");
+    for c in &silent {
+        assert!(!c.disconnected(), "{} was disconnected", c.id);
+    }
+    let message = &condition(&world.get_group().await, "ClientsDiverge")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        silent_ids.iter().all(|id| message.contains(id.as_str())),
+        "{message}"
+    );
+    world.op.assert_clean();
+    questions
 }
 
 async fn rust(test: &str) -> Option<&'static RocketMq> {
@@ -551,7 +708,27 @@ async fn rust_no_client_connected_says_so() {
 async fn rust_mixed_groups_are_reported_truthfully() {
     let test = "probe-rust-mixed";
     if let Some(mq) = rust(test).await {
-        mixed_groups_are_reported_truthfully(test, mq).await;
+        mixed_groups_are_reported_truthfully(test, mq, Flavour::Rust, "10.23.0").await;
+    }
+}
+
+/// rocketmq-rust, defaults: three silent clients of languages not known to answer are never
+/// asked (asking one would make this broker close its connection, and the group re-allocate),
+/// so two rocketmq-client-rust consumers keep their queues.
+#[tokio::test]
+async fn rust_answering_clients_keep_their_queues_beside_silent_ones() {
+    let test = "probe-rust-keep-queues";
+    if let Some(mq) = rust(test).await {
+        let questions = answering_clients_keep_their_queues_beside_silent_ones(
+            test,
+            mq,
+            Flavour::Rust,
+            "10.25.0",
+            &[],
+            ["OTHER", "GO", "CPP"],
+        )
+        .await;
+        assert!(questions.iter().all(|q| *q == 0), "{questions:?}");
     }
 }
 
@@ -595,6 +772,37 @@ async fn java_clients_listed_by_one_broker_keep_the_assignment() {
     let test = "probe-java-one-broker";
     if let Some(mq) = java(test).await {
         clients_listed_by_one_broker_keep_the_assignment(test, mq).await;
+    }
+}
+
+#[tokio::test]
+async fn java_mixed_groups_are_reported_truthfully() {
+    let test = "probe-java-mixed";
+    if let Some(mq) = java(test).await {
+        mixed_groups_are_reported_truthfully(test, mq, Flavour::Java, "10.24.0").await;
+    }
+}
+
+/// Apache RocketMQ 4.9.7, the worst case: two of the three silent clients declare JAVA, so the
+/// operator asks them (and they never answer; this broker keeps them connected); two Java
+/// consumers keep their queues all the same.
+#[tokio::test]
+async fn java_answering_clients_keep_their_queues_beside_silent_ones() {
+    let test = "probe-java-keep-queues";
+    if let Some(mq) = java(test).await {
+        let questions = answering_clients_keep_their_queues_beside_silent_ones(
+            test,
+            mq,
+            Flavour::Java,
+            "10.26.0",
+            &[],
+            ["JAVA", "JAVA", "GO"],
+        )
+        .await;
+        assert!(
+            questions.iter().any(|q| *q > 0),
+            "nobody was asked: {questions:?}"
+        );
     }
 }
 

@@ -1,14 +1,20 @@
-//! Real RocketMQ consumers for the tests: the `rocketmq-consumer` helper binary
-//! (`hack/rocketmq-consumer`, an unmodified `DefaultMQPushConsumer` of the crates.io crate
-//! `rocketmq-client-rust`), from `ROCKETMQ_CONSUMER`.
+//! Real RocketMQ consumers for the tests, in two flavours ([`Flavour`]) speaking one stdout
+//! contract:
+//! - [`Flavour::Rust`]: the `rocketmq-consumer` helper binary (`hack/rocketmq-consumer`, an
+//!   unmodified `DefaultMQPushConsumer` of the crates.io crate `rocketmq-client-rust`), from
+//!   `ROCKETMQ_CONSUMER`;
+//! - [`Flavour::Java`]: `hack/java-consumer` (an unmodified `DefaultMQPushConsumer` of Apache
+//!   RocketMQ 4.9.7's Java client), compiled classes from `ROCKETMQ_JAVA_CONSUMER`, run with
+//!   `java -cp "$ROCKETMQ_JAVA_HOME/lib/*:$ROCKETMQ_JAVA_CONSUMER" JavaConsumer`.
 //!
 //! [`Consumer::start`] runs one consumer process (spawned with [`super::envtest::spawn`], so it
 //! dies with the test process; its stdin is a pipe, whose end also stops it) and returns once it
 //! reported its client id `IP@NAME`. A thread reads its JSON lines into shared state: the queues
 //! it holds now ([`Consumer::queues`], read from the client's own process-queue table, as
-//! `mqadmin consumerStatus` shows them) and the messages it consumed ([`Consumer::messages`]).
-//! Its stderr (the client's logs) goes to a file, for failure messages ([`Consumer::log_tail`]).
-//! `Drop` stops it: SIGTERM, then SIGKILL after 5 s.
+//! `mqadmin consumerStatus` shows them), how often that set changed ([`Consumer::reallocations`])
+//! and the messages it consumed ([`Consumer::messages`]). Its stderr (the client's logs) goes to
+//! a file, for failure messages ([`Consumer::log_tail`]). `Drop` stops it: SIGTERM, then SIGKILL
+//! after 5 s.
 //!
 //! Timing (rocketmq-client-rust 1.0.0 against the rocketmq-rust 1.0.0 broker): the consumer
 //! rebalances every second (`--rebalance-interval-ms`, default 1000; the client's own default is
@@ -17,6 +23,11 @@
 //! though it drops the leaver from its consumer list at once: so a join shows in the others'
 //! queues within about 1 s, a leave within about 1 s (the period). A new consumer holds nothing
 //! for its first second.
+//!
+//! The Java one (against the Java broker, which notifies joins and leaves) also rebalances every
+//! `--rebalance-interval-ms` (the system property `rocketmq.client.rebalance.waitInterval`); its
+//! JVM starts in about 1 s. Unlike the Rust one it leaves the group's `%RETRY%` topic out of its
+//! `queues` events: compare one topic ([`Consumer::queues_of`]).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -26,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::envtest::{signal, spawn, stop};
-use super::rocketmq::REQUIRE_VAR;
+use super::rocketmq::{REQUIRE_JAVA_VAR, REQUIRE_VAR};
 
 /// Environment variable naming the consumer binary.
 pub const BIN_VAR: &str = "ROCKETMQ_CONSUMER";
@@ -51,6 +62,90 @@ pub fn binary(test: &str) -> Option<PathBuf> {
                  then {BIN_VAR}=$PWD/target/rocketmq-consumer/debug/rocketmq-consumer)"
             );
             None
+        }
+    }
+}
+
+/// Environment variable naming the Java consumer's class folder (`javac -d` of
+/// `hack/java-consumer`).
+pub const JAVA_CLASSES_VAR: &str = "ROCKETMQ_JAVA_CONSUMER";
+
+/// The command that compiles the Java consumer (from the repository root).
+pub const JAVA_BUILD_COMMAND: &str = "javac -cp \"$ROCKETMQ_JAVA_HOME/lib/*\" -d \
+     target/java-consumer hack/java-consumer/*.java";
+
+/// The Java consumer's main class.
+pub const JAVA_MAIN_CLASS: &str = "JavaConsumer";
+
+/// `ROCKETMQ_JAVA_HOME` (whose `lib/` holds the client's jars) and the Java consumer's class
+/// folder, or `None` after printing why the test is skipped (`REBALANCER_REQUIRE_ROCKETMQ_JAVA=1`:
+/// a panic instead).
+pub fn java_classes(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let home = super::rocketmq::java_home(test)?;
+    match std::env::var_os(JAVA_CLASSES_VAR).filter(|v| !v.is_empty()) {
+        Some(path) => Some((home, PathBuf::from(path))),
+        None if std::env::var(REQUIRE_JAVA_VAR).is_ok_and(|v| v == "1") => panic!(
+            "{REQUIRE_JAVA_VAR}=1 but {JAVA_CLASSES_VAR} is not set: the Java consumer tests must \
+             run here (compile it with `{JAVA_BUILD_COMMAND}` and set \
+             {JAVA_CLASSES_VAR}=$PWD/target/java-consumer)"
+        ),
+        None => {
+            println!(
+                "SKIP {test}: {JAVA_CLASSES_VAR} is not set (the Java RocketMQ consumer: \
+                 `{JAVA_BUILD_COMMAND}`, then {JAVA_CLASSES_VAR}=$PWD/target/java-consumer)"
+            );
+            None
+        }
+    }
+}
+
+/// Which implementation a [`Consumer`] runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flavour {
+    /// `hack/rocketmq-consumer` (rocketmq-client-rust).
+    #[default]
+    Rust,
+    /// `hack/java-consumer` (Apache RocketMQ 4.9.7's Java client).
+    Java,
+}
+
+impl Flavour {
+    /// Whether this flavour can run here; `false` after printing a SKIP line (a panic instead
+    /// where it is required).
+    pub fn available(self, test: &str) -> bool {
+        match self {
+            Flavour::Rust => binary(test).is_some(),
+            Flavour::Java => java_classes(test).is_some(),
+        }
+    }
+
+    /// The command running it, before its arguments; `None` after a SKIP line.
+    fn command(self, test: &str, dir: &std::path::Path) -> Option<Command> {
+        match self {
+            Flavour::Rust => {
+                let mut command = Command::new(binary(test)?);
+                // The client keeps local state (broadcast offsets) under HOME.
+                command.env("HOME", dir);
+                Some(command)
+            }
+            Flavour::Java => {
+                let (home, classes) = java_classes(test)?;
+                let mut command = Command::new("java");
+                // Lean on 2 shared cores, as the servers' own script does; the client keeps
+                // local state (broadcast offsets) under user.home.
+                command
+                    .args(["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx128m"])
+                    .arg(format!("-Duser.home={}", dir.display()))
+                    .arg(format!(
+                        "-Drocketmq.client.logRoot={}",
+                        dir.join("logs").display()
+                    ))
+                    .arg("-cp")
+                    .arg(format!("{}/lib/*:{}", home.display(), classes.display()))
+                    .arg(JAVA_MAIN_CLASS)
+                    .env("HOME", dir);
+                Some(command)
+            }
         }
     }
 }
@@ -95,6 +190,8 @@ struct State {
     client_id: Option<String>,
     /// Latest `queues` event.
     queues: Option<BTreeSet<Queue>>,
+    /// Every `queues` event, in order.
+    history: Vec<BTreeSet<Queue>>,
     messages: Vec<Message>,
     stopped: bool,
     /// stdout closed (the process exited or is exiting).
@@ -121,6 +218,7 @@ impl State {
             }
             (Some("queues"), Some(v)) => match parse_queues(v) {
                 Some(queues) => {
+                    self.history.push(queues.clone());
                     self.queues = Some(queues);
                     true
                 }
@@ -196,13 +294,23 @@ impl Consumer {
         config: &ConsumerConfig,
         extra_args: &[&str],
     ) -> Option<Consumer> {
-        let bin = binary(test)?;
+        Consumer::start_as(test, Flavour::Rust, config, extra_args).await
+    }
+
+    /// [`Consumer::start_with`] running the `flavour` implementation; `None` (after a SKIP
+    /// line) when it is not there.
+    pub async fn start_as(
+        test: &str,
+        flavour: Flavour,
+        config: &ConsumerConfig,
+        extra_args: &[&str],
+    ) -> Option<Consumer> {
         let dir = tempfile::Builder::new()
             .prefix("rocketmq-consumer-")
             .tempdir()
             .expect("temp dir");
         let log = dir.path().join("stderr.log");
-        let mut command = Command::new(&bin);
+        let mut command = flavour.command(test, dir.path())?;
         command
             .arg("--namesrv")
             .arg(&config.namesrv)
@@ -215,13 +323,11 @@ impl Consumer {
             .args(config.topics.iter().flat_map(|t| ["--topic", t.as_str()]))
             .args(extra_args)
             .current_dir(dir.path())
-            // The client keeps local state (broadcast offsets) under HOME.
-            .env("HOME", dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("consumer log file"));
         let mut child = spawn(command)
-            .unwrap_or_else(|e| panic!("cannot start {} for {test}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("cannot start the {flavour:?} consumer for {test}: {e}"));
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let state = Arc::new(Mutex::new(State::default()));
@@ -330,6 +436,25 @@ impl Consumer {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// How many times its held queues of `topic` changed after it first held one of them: the
+    /// re-allocations it went through (0 for a client that got its share once and kept it).
+    pub fn reallocations(&self, topic: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        let mut changes = 0;
+        let mut last: Option<BTreeSet<&Queue>> = None;
+        for queues in &state.history {
+            let now: BTreeSet<&Queue> = queues.iter().filter(|(t, _, _)| t == topic).collect();
+            match &last {
+                None if now.is_empty() => continue,
+                None => {}
+                Some(before) if *before == now => continue,
+                Some(_) => changes += 1,
+            }
+            last = Some(now);
+        }
+        changes
     }
 
     /// Every message consumed so far, in arrival order.
