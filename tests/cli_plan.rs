@@ -719,7 +719,7 @@ fn absurd_sizes_are_refused_in_one_line_without_allocating() {
     let arg = format!("orders={}", r.path().to_str().unwrap());
     let e = error_of_file(&g, &["--route", &arg, "--replicas", "2"]);
     assert!(
-        e.contains("queueDatas lists 100000 brokers, more than the 256"),
+        e.contains("queueDatas: lists 100000 brokers, more than the 256"),
         "{e}"
     );
     // An absurd perm and a broker listed twice.

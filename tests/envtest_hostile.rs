@@ -397,7 +397,8 @@ fn process_usage(pid: u32) -> (u64, u64, std::time::Duration) {
 
 /// The isolation and memory bounds of #15 on one operator: beside a healthy Topic, 3 Topics whose
 /// 16 NameServers each answer 16 MiB of junk (48 endpoints), 40 Topics whose 16 NameServers never
-/// answer, and a Topic whose NameServers flood frames nobody asked for. The healthy Topic's route
+/// answer, a Topic whose NameServers flood frames nobody asked for, and one whose route lists
+/// 60,000 brokers (once 8 s of CPU and a 413 on the status write). The healthy Topic's route
 /// changes show within a bound (they took 46-48 s when dead NameServers were tried one after the
 /// other), the operator's peak memory stays well under the chart's 256 MiB limit (it was 270 MB
 /// with 48 junk endpoints), and it keeps running.
@@ -445,6 +446,13 @@ async fn hostile_name_servers_neither_stall_a_healthy_topic_nor_exhaust_memory()
     }
     env.apply::<Topic>(topic("flood".into(), flood)).await;
     hostile.push("flood".into());
+    // A legal but absurd route: 60,000 brokers (about 10 MB, under the 16 MiB frame limit).
+    let names: Vec<String> = (0..60_000).map(|i| format!("broker-{i}")).collect();
+    let brokers: Vec<(&str, u64, u64, u64)> = names.iter().map(|n| (n.as_str(), 4, 4, 6)).collect();
+    let wide = FakeNameServer::start(route(&brokers, "127.0.0.1:1")).await;
+    env.apply::<Topic>(topic("wide".into(), vec![wide.addr.clone()]))
+        .await;
+    hostile.push("wide".into());
     let healthy = FakeNameServer::start(route(&[("broker-a", 4, 4, 6)], "127.0.0.1:1")).await;
     env.apply::<Topic>(topic("orders".into(), vec![healthy.addr.clone()]))
         .await;
@@ -468,6 +476,12 @@ async fn hostile_name_servers_neither_stall_a_healthy_topic_nor_exhaust_memory()
         })
         .await;
     }
+    let wide = wait_topic_named(&env, "wide", "InvalidRoute", |t| {
+        synced_is(t, "False", "InvalidRoute")
+    })
+    .await;
+    let message = &topic_condition(&wide, "Synced").unwrap().message;
+    assert!(message.contains("256"), "{message}");
     let (_, _, cpu_before) = process_usage(op.pid());
     let window = std::time::Instant::now();
     let mut worst = std::time::Duration::ZERO;

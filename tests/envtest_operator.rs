@@ -530,10 +530,14 @@ async fn more_replicas_than_queues_warns_before_any_pod_is_ready() {
     // IdleConsumers names, before any pod is Ready.
     assert_eq!(status.allocation.idle, 2);
     let labels = format!("namespace=\"{}\",group=\"{name}\"", env.ns);
-    assert_eq!(
-        op.metric("rebalancer_idle_consumers", &labels).await,
-        Some(2.0)
-    );
+    // Set once the status write returned: polled, not read at once.
+    support::eventually("rebalancer_idle_consumers 2", || async {
+        match op.metric("rebalancer_idle_consumers", &labels).await {
+            Some(2.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     // Nobody consumes yet: said in Ready, with a Warning, and no Normal Rebalanced for nobody.
     let ready = condition(&group, "Ready").unwrap();
     assert_eq!(

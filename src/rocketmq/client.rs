@@ -19,6 +19,7 @@ use super::frame::{Command, parse_lenient};
 use super::pool::Connections;
 use super::{code, perm_of, response};
 use crate::assign::Permission;
+use crate::assign::limits::MAX_BROKERS;
 
 /// Deadlines of a [`RemotingClient`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -656,14 +657,32 @@ fn dispatch(command: Command, pending: &Mutex<Pending>, addr: &str) -> bool {
 }
 
 /// Parses a (fastjson-style) JSON body into `T`.
+///
+/// Strict JSON is read straight into `T` (a few bytes per byte of body); only a body that is not
+/// strict JSON (fastjson's unquoted or object keys) goes through the lenient parser's tree, which
+/// costs tens of bytes per byte, and so only up to [`LENIENT_MAX`].
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
     if text.trim().is_empty() {
         return Err("empty body".to_string());
     }
-    let value = parse_lenient(text)?;
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    match serde_json::from_str::<T>(text) {
+        Ok(parsed) => Ok(parsed),
+        Err(e) if !e.is_syntax() && !e.is_eof() => Err(e.to_string()),
+        Err(e) if body.len() > LENIENT_MAX => Err(format!(
+            "{e} (a body of {} bytes that is not strict JSON; at most {LENIENT_MAX} are read leniently)",
+            body.len()
+        )),
+        Err(_) => {
+            let value = parse_lenient(text)?;
+            serde_json::from_value(value).map_err(|e| e.to_string())
+        }
+    }
 }
+
+/// Largest body read by the lenient (fastjson) parser; fastjson's quirks appear in cluster info
+/// and consume stats, a few KiB to a few hundred KiB even for large clusters.
+pub const LENIENT_MAX: usize = 2 * 1024 * 1024;
 
 /// The template topic named in `UPDATE_AND_CREATE_TOPIC` (`TopicValidator.AUTO_CREATE_TOPIC_KEY_TOPIC`).
 pub const DEFAULT_TOPIC: &str = "TBW102";
@@ -709,15 +728,58 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A list of at most [`MAX_BROKERS`] entries, `null` as empty; refused at the first entry beyond,
+/// before it is read: a route listing 60,000 brokers costs nothing to refuse.
+fn broker_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct AtMost<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for AtMost<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_BROKERS} brokers, or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if out.len() == MAX_BROKERS {
+                    // Counted, not kept, to say how many.
+                    let mut count = MAX_BROKERS + 1;
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                        count += 1;
+                    }
+                    return Err(serde::de::Error::custom(format!(
+                        "lists {count} brokers, more than the {MAX_BROKERS} a Topic may have"
+                    )));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(AtMost(std::marker::PhantomData))
+}
+
 /// A topic's route (`TopicRouteData.java`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicRoute {
     /// Per broker: queue counts and permission.
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "broker_list")]
     pub queue_datas: Vec<QueueData>,
     /// Per broker: cluster and addresses.
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "broker_list")]
     pub broker_datas: Vec<BrokerData>,
 }
 
