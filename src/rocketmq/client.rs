@@ -352,7 +352,7 @@ impl RemotingClient {
             addr: self.addr.clone(),
             request,
             code: response.code,
-            remark: response.remark().to_string(),
+            remark: one_line(response.remark()),
         }
     }
 
@@ -374,7 +374,7 @@ impl RemotingClient {
             response::TOPIC_NOT_EXIST => Err(Error::TopicNotFound {
                 addr: self.addr.clone(),
                 topic: topic.to_string(),
-                remark: response.remark().to_string(),
+                remark: one_line(response.remark()),
             }),
             _ => Err(self.remote(code::name(code::GET_ROUTEINFO_BY_TOPIC), &response)),
         }
@@ -655,6 +655,25 @@ fn dispatch(command: Command, pending: &Mutex<Pending>, addr: &str) -> bool {
     }
     false
 }
+
+/// A server's remark as one line of at most [`REMARK_MAX`] bytes: the Java NameServer's "topic
+/// not exist" remark carries a newline and a FAQ link, which would split the condition message
+/// and the log line.
+fn one_line(remark: &str) -> String {
+    let mut out = remark.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > REMARK_MAX {
+        let mut cut = REMARK_MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// Longest remark quoted in an error.
+const REMARK_MAX: usize = 300;
 
 /// Parses a (fastjson-style) JSON body into `T`.
 ///
@@ -1427,7 +1446,7 @@ mod tests {
             let mut r = Command::new(17);
             r.opaque = req.opaque;
             r.flag = crate::rocketmq::frame::FLAG_RESPONSE;
-            r.remark = Some("No topic route info".into());
+            r.remark = Some("No topic route info of this topic: x\nSee http://rocketmq.apache.org/docs/faq/ for further details.".into());
             vec![r.encode()]
         })
         .await;
@@ -1435,6 +1454,13 @@ mod tests {
         let e = client.topic_route("t").await.unwrap_err();
         assert!(
             matches!(&e, Error::TopicNotFound { topic, .. } if topic == "t"),
+            "{e}"
+        );
+        // The Java NameServer's two-line remark, as one line.
+        assert!(
+            e.to_string().ends_with(
+                "No topic route info of this topic: x See http://rocketmq.apache.org/docs/faq/ for further details."
+            ),
             "{e}"
         );
         assert!(!e.is_transport());
