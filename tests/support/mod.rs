@@ -9,6 +9,7 @@ pub mod envtest;
 pub mod fake_namesrv;
 pub mod fixtures;
 pub mod operator;
+pub mod producer;
 pub mod proxy;
 pub mod queues;
 pub mod rocketmq;
