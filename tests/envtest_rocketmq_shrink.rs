@@ -333,3 +333,94 @@ async fn shrinks_under_a_java_producer_with_the_default_route_refresh_strand_not
     }
     op.assert_clean();
 }
+
+/// The safety net, on cue: a fake NameServer-and-broker (`tests/support/fake_broker.rs`) stores a
+/// message in the first removed queue while it applies the read shrink, i.e. after the operator's
+/// drain check (what a producer with a stale route can do against a real broker, at a moment no
+/// test can hit). The operator must see the removed queue's max offset grow across the read
+/// shrink, write the read queues back up (the write queues stay shrunk), emit a Warning
+/// `ReadQueuesRestored`, and drain again: a new quiet window, then a read shrink that holds.
+/// `drainQuietSeconds: 3`: the fake has no producers (3 s leave time to read the message).
+#[tokio::test]
+async fn a_message_landing_after_the_check_restores_the_read_queues() {
+    let Some(env) = Env::new("rocketmq-shrink-restore").await else {
+        return;
+    };
+    let topic = format!("Restore_{}", random_suffix(6));
+    let fake = support::fake_broker::FakeBroker::start(&topic, FULL).await;
+    let op = env.operator_with("op", vec![format!("--sync-period={SYNC_PERIOD}")]);
+    env.wait_holder("op").await;
+    let spec = |queues: u32| {
+        json!({"apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+            "metadata": {"name": "orders"},
+            "spec": {"topicName": topic, "nameServers": [fake.addr], "sync": "Manage",
+                "drainQuietSeconds": 3,
+                "brokers": [{"name": "broker-a", "readQueues": queues, "writeQueues": queues}]}})
+    };
+    env.apply::<Topic>(spec(FULL)).await;
+    wait_synced(&env, "True", "InSync").await;
+    env.pods("readers", 1).await;
+    env.group(
+        "readers",
+        json!({"topics": ["orders"], "consumers": {"selector": {"matchLabels": {"app": "readers"}}}}),
+    )
+    .await;
+    fake.land_on_read_shrink(1);
+    env.apply::<Topic>(spec(SHRUNK)).await;
+    let note = eventually("a Warning ReadQueuesRestored Event", || async {
+        env.events_of("Topic", "orders")
+            .await
+            .into_iter()
+            .find(|(t, r, _)| t == "Warning" && r == "ReadQueuesRestored")
+            .map(|(_, _, note)| note)
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert!(
+        note.starts_with("broker-a: read queues 4-7 restored: a message landed in a removed queue")
+            && note.contains("queue 4: max offset 3 -> 4 (1 message(s) after the check)")
+            && note.contains("draining again"),
+        "{note}"
+    );
+    // Until the read shrink holds, Synced says why the queues are back.
+    let message = wait_synced(&env, "False", "Draining").await;
+    assert!(
+        message.contains("broker-a: read queues 4-7 restored: a message landed"),
+        "{message}"
+    );
+    wait_synced(&env, "True", "InSync").await;
+    let writes = fake.writes();
+    let shape: Vec<(u32, u32, u32)> = writes.iter().map(|(r, w, p, _)| (*r, *w, *p)).collect();
+    // Write shrink; read shrink (the message lands); read queues restored; after a new quiet
+    // window, the read shrink again, which holds. (A write may be repeated while the route
+    // catches up; none ever leaves read < write.)
+    let mut distinct = shape.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct,
+        [(8, 4, 6), (4, 4, 6), (8, 4, 6), (4, 4, 6)],
+        "writes: {shape:?}"
+    );
+    // The restore: the first (8, 4) after the first read shrink.
+    let first_read_shrink = writes.iter().position(|w| w.0 == 4).unwrap();
+    let restored_at = writes[first_read_shrink..]
+        .iter()
+        .find(|w| w.0 == 8)
+        .map(|w| w.3)
+        .unwrap();
+    let last = writes.last().unwrap().3;
+    assert!(
+        last - restored_at >= Duration::from_secs(3),
+        "the second read shrink came {:?} after the restore: within the quiet window (3 s)",
+        last - restored_at
+    );
+    // The message that landed is in a queue that is read again before the second shrink.
+    assert_eq!(fake.max_offsets()[&4], 4);
+    let t = env.api::<Topic>().get("orders").await.unwrap();
+    assert!(t.status.unwrap().draining_since.is_none());
+    println!(
+        "MEASURED restore: writes {shape:?}; second read shrink {:?} after the restore",
+        last - restored_at
+    );
+    op.assert_clean();
+}

@@ -22,8 +22,9 @@ use crate::api::validation::unsafe_queue_counts;
 use crate::api::{ConsumerGroup, Topic, TopicSpec};
 use crate::plan::topic_manage::{
     BROKER_ERROR, CLUSTER_NOT_FOUND, DEFAULT_DRAIN_QUIET_SECONDS, DRAINING, DrainDecision, IN_SYNC,
-    SETTLE, Step, Target, UNSAFE_QUEUE_COUNTS, UPDATING, drain_blockers, drain_decision,
-    is_write_shrink, landed_after_check, next_draining_since, restore_target, step, targets,
+    SETTLE, Step, Target, UNSAFE_QUEUE_COUNTS, UPDATING, carried_restores, drain_blockers,
+    drain_decision, is_write_shrink, landed_after_check, next_draining_since, restore_target, step,
+    targets,
 };
 use crate::plan::topic_name;
 use crate::plan::topic_status::TopicCondition;
@@ -273,7 +274,7 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
                 ctx.metrics.count_write("rocketmq/topic");
                 let note = format!(
                     "{} restored: a message landed in a removed queue after the drain check \
-                     ({what}); draining again",
+                     ({what}), draining again",
                     s.queues
                 );
                 tracing::warn!(topic = %name, target = %s.restore, %note, "read queues restored");
@@ -299,8 +300,21 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
     out.synced = if !errors.is_empty() {
         synced_false(BROKER_ERROR, errors.join("; "))
     } else if !restored.is_empty() || !waiting.is_empty() {
-        let mut message = restored
+        // A restore stays in the message while the drain it started lasts.
+        let carried = if restored.is_empty() {
+            topic
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == SYNCED))
+                .filter(|c| c.reason == DRAINING)
+                .map(|c| carried_restores(&c.message))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut message = carried
             .into_iter()
+            .chain(restored)
             .chain(waiting)
             .collect::<Vec<_>>()
             .join("; ");

@@ -341,6 +341,19 @@ pub fn restore_target(seen: &ObservedBroker) -> Target {
     }
 }
 
+/// The restore notes (`broker-a: read queues 4-7 restored: ...`) of a `Draining` message, to be
+/// kept in the message while the drain they started lasts.
+pub fn carried_restores(message: &str) -> Vec<String> {
+    message
+        .split("; ")
+        .filter(|part| part.contains(RESTORED_MARK))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What marks a restore note in a `Draining` message.
+pub const RESTORED_MARK: &str = " restored: a message landed in a removed queue";
+
 /// `4-5,7` for sorted ids.
 pub fn compact(ids: &[u32]) -> String {
     let mut parts = Vec::new();
@@ -581,6 +594,19 @@ mod tests {
         );
         let seen = seen(8, 4, ReadWrite);
         assert_eq!(restore_target(&seen), target(8, 4, ReadWrite));
+    }
+
+    #[test]
+    fn restore_notes_stay_in_the_draining_message() {
+        let message = "broker-a: read queues 4-7 restored: a message landed in a removed queue \
+                       after the drain check (queue 4: max offset 3 -> 4 (1 message(s) after the \
+                       check)), draining again; broker-b: read queues 4-7 wait for the quiet \
+                       window until 2026-12-08T02:30:05Z";
+        assert_eq!(
+            carried_restores(message),
+            [message.split("; ").next().unwrap().to_string()]
+        );
+        assert!(carried_restores("broker-a: read queues 4-7 wait to be drained").is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod chart;
 pub mod consumer;
 pub mod envtest;
+pub mod fake_broker;
 pub mod fake_namesrv;
 pub mod fixtures;
 pub mod operator;
