@@ -424,3 +424,86 @@ async fn a_message_landing_after_the_check_restores_the_read_queues() {
     );
     op.assert_clean();
 }
+
+/// The quiet window survives an operator restart: `status.drainingSince` is read back, so the
+/// new operator neither starts the window again nor skips it. Against the fake broker (no
+/// producers), `drainQuietSeconds: 12`; the operator is stopped (SIGTERM) 3 s into the window and
+/// a new one takes over.
+#[tokio::test]
+async fn the_quiet_window_survives_an_operator_restart() {
+    let Some(env) = Env::new("rocketmq-shrink-restart").await else {
+        return;
+    };
+    let topic = format!("Restart_{}", random_suffix(6));
+    let fake = support::fake_broker::FakeBroker::start(&topic, FULL).await;
+    let mut op = env.operator_with("op", vec![format!("--sync-period={SYNC_PERIOD}")]);
+    env.wait_holder("op").await;
+    let quiet = 12;
+    let spec = |queues: u32| {
+        json!({"apiVersion": "rebalancer.dev/v1alpha1", "kind": "Topic",
+            "metadata": {"name": "orders"},
+            "spec": {"topicName": topic, "nameServers": [fake.addr], "sync": "Manage",
+                "drainQuietSeconds": quiet,
+                "brokers": [{"name": "broker-a", "readQueues": queues, "writeQueues": queues}]}})
+    };
+    env.apply::<Topic>(spec(FULL)).await;
+    wait_synced(&env, "True", "InSync").await;
+    env.pods("readers", 1).await;
+    env.group(
+        "readers",
+        json!({"topics": ["orders"], "consumers": {"selector": {"matchLabels": {"app": "readers"}}}}),
+    )
+    .await;
+    env.apply::<Topic>(spec(SHRUNK)).await;
+    let since = eventually("status.drainingSince", || async {
+        let t = env
+            .api::<Topic>()
+            .get("orders")
+            .await
+            .map_err(|e| e.to_string())?;
+        t.status
+            .and_then(|s| s.draining_since)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let message = wait_synced(&env, "False", "Draining").await;
+    assert!(message.contains("wait for the quiet window"), "{message}");
+    let write_shrunk = fake.writes().first().unwrap().3;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(op.terminate().is_some_and(|s| s.success()));
+    let restarted = Instant::now();
+    let op2 = env.operator_with("op2", vec![format!("--sync-period={SYNC_PERIOD}")]);
+    env.wait_holder("op2").await;
+    let took_over = restarted.elapsed();
+    wait_synced(&env, "True", "InSync").await;
+    let writes = fake.writes();
+    let read_shrunk = writes.iter().find(|w| w.0 == SHRUNK).unwrap().3;
+    let after_write = read_shrunk - write_shrunk;
+    let after_restart = read_shrunk - restarted;
+    println!(
+        "MEASURED restart: drainingSince {since:?}; read shrink {after_write:?} after the write \
+         shrink, {after_restart:?} after the restart (new operator leading after {took_over:?})"
+    );
+    // Not skipped: the whole window after the write shrink.
+    assert!(
+        after_write >= Duration::from_secs(quiet),
+        "read shrink {after_write:?} after the write shrink"
+    );
+    // Not reset: the window did not start again at the restart (that would be 12 s after it).
+    assert!(
+        after_restart < Duration::from_secs(quiet - 2),
+        "read shrink {after_restart:?} after the restart"
+    );
+    let distinct: Vec<(u32, u32)> =
+        writes
+            .iter()
+            .map(|w| (w.0, w.1))
+            .fold(Vec::new(), |mut v, w| {
+                if v.last() != Some(&w) {
+                    v.push(w);
+                }
+                v
+            });
+    assert_eq!(distinct, [(8, 4), (4, 4)], "writes: {writes:?}");
+    op2.assert_clean();
+}
