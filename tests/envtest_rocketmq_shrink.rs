@@ -245,10 +245,14 @@ async fn shrinks_under_a_java_producer_with_the_default_route_refresh_strand_not
             "read queues followed {quiet:?} after the write shrink showed: before the quiet window"
         );
         // Writes the producer still made to the removed queues after the write shrink.
-        let late: usize = producer.sent()[sent_at_write..sent_at_read]
+        let late: Vec<_> = producer.sent()[sent_at_write..sent_at_read]
             .iter()
             .filter(|s| s.queue_id >= SHRUNK)
-            .count();
+            .map(|s| s.at)
+            .collect();
+        // The producer's route refresh: its last write to a removed queue.
+        let last_late = late.iter().max().map(|t| *t - write_shrunk);
+        let late = late.len();
         // Nothing stranded: every message of a removed queue was received.
         let stranded = eventually_within(
             "every message of the removed queues to be received",
@@ -280,7 +284,8 @@ async fn shrinks_under_a_java_producer_with_the_default_route_refresh_strand_not
             .count();
         let line = format!(
             "shrink {round}: write shrink in the route {:?} after the spec, read shrink {quiet:?} \
-             later; {late} messages written to removed queues after the write shrink; removed \
+             later; {late} messages written to removed queues after the write shrink, the last \
+             {last_late:?} after it; removed \
              queues' max offsets {removed:?}; stranded {stranded}; ReadQueuesRestored events so \
              far {restores}",
             write_shrunk - asked
@@ -475,6 +480,9 @@ async fn the_quiet_window_survives_an_operator_restart() {
     let op2 = env.operator_with("op2", vec![format!("--sync-period={SYNC_PERIOD}")]);
     env.wait_holder("op2").await;
     let took_over = restarted.elapsed();
+    // The new operator keeps the start it reads back.
+    let t = env.api::<Topic>().get("orders").await.unwrap();
+    assert_eq!(t.status.unwrap().draining_since, Some(since.clone()));
     wait_synced(&env, "True", "InSync").await;
     let writes = fake.writes();
     let read_shrunk = writes.iter().find(|w| w.0 == SHRUNK).unwrap().3;

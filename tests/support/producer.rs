@@ -28,6 +28,8 @@ pub struct Sent {
     pub broker_name: String,
     pub queue_id: u32,
     pub queue_offset: i64,
+    /// When its line was read (within milliseconds of the send's answer).
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -64,6 +66,7 @@ impl State {
                         broker_name: text("brokerName")?,
                         queue_id: u32::try_from(num("queueId")?).ok()?,
                         queue_offset: num("queueOffset")?,
+                        at: Instant::now(),
                     })
                 })();
                 match sent {
