@@ -1,8 +1,11 @@
 //! `sync: Manage`: after the route has been read ([`super::topic`]), make the brokers hold the
-//! spec. The decisions are [`crate::plan::topic_manage`]'s; this does the I/O: the cluster info
-//! (brokers' master addresses, and the brokers of `spec.brokerCluster`), the consume offsets of
-//! the Topic's groups on a broker whose read queues wait to shrink, and the writes
-//! (`UPDATE_AND_CREATE_TOPIC` to each broker's master).
+//! spec. The decisions are [`crate::plan::topic_manage`]'s (its module docs state the shrink's
+//! rules: quiet window, drain check, no growth across the read shrink, safety net); this does the
+//! I/O: the cluster info (brokers' master addresses, and the brokers of `spec.brokerCluster`), the
+//! removed queues' max offsets (`GET_MAX_OFFSET`) and the consume offsets of the Topic's groups
+//! (`GET_CONSUME_STATS`) on a broker whose read queues wait to shrink, the writes
+//! (`UPDATE_AND_CREATE_TOPIC` to each broker's master), the max offsets again [`SETTLE`] after a
+//! read shrink, and the restore write when one grew.
 //!
 //! The groups whose offsets a shrink waits for are the ConsumerGroups of the Topic's namespace
 //! that list the Topic in `spec.topics`; their RocketMQ group name is `spec.groupName`, or their
@@ -23,8 +26,8 @@ use crate::api::{ConsumerGroup, Topic, TopicSpec};
 use crate::plan::topic_manage::{
     BROKER_ERROR, CLUSTER_NOT_FOUND, DEFAULT_DRAIN_QUIET_SECONDS, DRAINING, DrainDecision, IN_SYNC,
     SETTLE, Step, Target, UNSAFE_QUEUE_COUNTS, UPDATING, carried_restores, drain_blockers,
-    drain_decision, is_write_shrink, landed_after_check, next_draining_since, restore_target, step,
-    targets,
+    drain_decision, is_write_shrink, landed_after_check, next_draining_since, quiet_message,
+    restore_target, step, targets,
 };
 use crate::plan::topic_name;
 use crate::plan::topic_status::TopicCondition;
@@ -156,20 +159,16 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
                 } else {
                     format!("{}: read queues {from}-{}", then.broker, to - 1)
                 };
-                let timed_out =
-                    match drain_decision(since, now, quiet, topic.spec.drain_timeout_seconds) {
-                        DrainDecision::Quiet { until } => {
-                            let left = until.duration_since(now).unsigned_abs();
-                            out.wake = Some(out.wake.map_or(left, |w| w.min(left)));
-                            waiting.push(format!(
-                            "{queues} wait for the quiet window until {until} (drainQuietSeconds \
-                             {quiet}): producers that have not refreshed their route since the \
-                             write queues shrank may still write there"
-                        ));
-                            continue;
-                        }
-                        DrainDecision::Check { timed_out } => timed_out,
-                    };
+                let decision = drain_decision(since, now, quiet, topic.spec.drain_timeout_seconds);
+                let timed_out = match decision {
+                    DrainDecision::Quiet { until } => {
+                        let left = until.duration_since(now).unsigned_abs();
+                        out.wake = Some(out.wake.map_or(left, |w| w.min(left)));
+                        waiting.push(quiet_message(&queues, until, quiet));
+                        continue;
+                    }
+                    DrainDecision::Check { timed_out } => timed_out,
+                };
                 // The max offsets first, then the groups' offsets: a group caught up with the
                 // broker's max offset at its check is caught up with these.
                 let before = max_offsets(&cluster, &then.broker, &name, from, to, connections)

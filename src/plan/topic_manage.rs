@@ -351,6 +351,23 @@ pub fn carried_restores(message: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `Draining` message of queues (`broker-a: read queues 4-7`) in the quiet window that ends
+/// at `until` (shown to the second, rounded up).
+pub fn quiet_message(queues: &str, until: Timestamp, quiet_seconds: u32) -> String {
+    let until = until
+        .round(
+            k8s_openapi::jiff::TimestampRound::new()
+                .smallest(k8s_openapi::jiff::Unit::Second)
+                .mode(k8s_openapi::jiff::RoundMode::Ceil),
+        )
+        .unwrap_or(until);
+    format!(
+        "{queues} wait for the quiet window until {until} (drainQuietSeconds {quiet_seconds}): \
+         producers that have not refreshed their route since the write queues shrank may still \
+         write there"
+    )
+}
+
 /// What marks a restore note in a `Draining` message.
 pub const RESTORED_MARK: &str = " restored: a message landed in a removed queue";
 
@@ -594,6 +611,19 @@ mod tests {
         );
         let seen = seen(8, 4, ReadWrite);
         assert_eq!(restore_target(&seen), target(8, 4, ReadWrite));
+    }
+
+    #[test]
+    fn the_quiet_message_names_the_end_to_the_second() {
+        let until = at(36)
+            .checked_add(SignedDuration::from_millis(250))
+            .unwrap();
+        assert_eq!(
+            quiet_message("broker-a: read queues 4-7", until, 35),
+            "broker-a: read queues 4-7 wait for the quiet window until 2027-01-15T08:00:37Z \
+             (drainQuietSeconds 35): producers that have not refreshed their route since the \
+             write queues shrank may still write there"
+        );
     }
 
     #[test]
