@@ -214,11 +214,12 @@ fn topic_cel_rejections() -> Vec<(&'static str, Value, Vec<&'static str>)> {
         ),
         (
             "topic-cluster-with-observe",
-            json!({"nameServers": ["ns:9876"], "drainTimeoutSeconds": 5,
+            json!({"nameServers": ["ns:9876"], "drainTimeoutSeconds": 5, "drainQuietSeconds": 5,
                    "brokerCluster": {"name": "c", "readQueues": 4, "writeQueues": 4}}),
             vec![
                 "brokerCluster is only allowed with sync Manage",
                 "drainTimeoutSeconds is only allowed with sync Manage",
+                "drainQuietSeconds is only allowed with sync Manage",
             ],
         ),
         (
@@ -376,7 +377,7 @@ async fn every_cel_rule_rejects_its_violations() {
         .flat_map(|(_, _, _, m)| m.iter().map(|m| m.to_string()))
         .collect();
     assert_eq!(rules, covered, "CEL rules of crds/ vs the rejection table");
-    assert_eq!(rules.len(), 15);
+    assert_eq!(rules.len(), 16);
 
     let mut failures = Vec::new();
     for (kind, case, spec, messages) in &cases {

@@ -6,6 +6,12 @@
 //! (`tests/support/rocketmq.rs`), and one runs real RocketMQ push consumers
 //! (`tests/support/consumer.rs`).
 //!
+//! The shrink tests set `drainQuietSeconds: 0` (no quiet window): their producers are the tests'
+//! own `SEND_MESSAGE` frames, which name each queue id and send only to the queues the test
+//! chose (never to a removed one after the write shrink), so no producer holds a stale route. The
+//! quiet window itself, under a Java producer with the default route refresh, is proven in
+//! `tests/envtest_rocketmq_shrink.rs`.
+//!
 //! Each test needs `KUBEBUILDER_ASSETS` (and `HELM`) and `ROCKETMQ_BIN`, and prints one SKIP line
 //! without them, unless `REBALANCER_REQUIRE_ENVTEST=1` / `REBALANCER_REQUIRE_ROCKETMQ=1`. They
 //! share one RocketMQ (one NameServer, `broker-a` and `broker-b`), each with its own topics and
@@ -300,6 +306,7 @@ async fn manage_applies_a_cluster_default_to_every_broker() {
 /// un-consumed message in each of queues 2 and 3; then asks for 2/2.
 async fn shrink_setup(env: &Env, ns: &str, broker: &str, topic: &str, group: &str, extra: Value) {
     let mut spec = brokers(&[("broker-a", 4, 4)]);
+    spec["drainQuietSeconds"] = json!(0);
     for (k, v) in extra.as_object().unwrap() {
         spec[k] = v.clone();
     }
@@ -434,7 +441,7 @@ async fn losing_readability_goes_read_only_first_and_waits_for_the_drain() {
     let topic = format!("Deny_{}", random_suffix(6));
     let group = format!("reader-{}", random_suffix(6));
     let op = operator(&env).await;
-    let spec = |permission: &str| json!({"brokers": [{"name": "broker-a", "readQueues": 2, "writeQueues": 2, "permission": permission}]});
+    let spec = |permission: &str| json!({"drainQuietSeconds": 0, "brokers": [{"name": "broker-a", "readQueues": 2, "writeQueues": 2, "permission": permission}]});
     env.apply::<Topic>(managed("orders", &topic, &ns, spec("ReadWrite")))
         .await;
     wait_synced(&env, "orders", "True", "InSync").await;
@@ -504,6 +511,7 @@ async fn a_shrink_under_real_consumers_loses_no_message() {
     let group = format!("shrink_readers_{}", random_suffix(6));
     let op = operator(&env).await;
     let mut spec = brokers(&[("broker-a", 4, 4)]);
+    spec["drainQuietSeconds"] = json!(0);
     env.apply::<Topic>(managed("orders", &topic, &ns, spec.clone()))
         .await;
     route_shows(&ns, &topic, &[("broker-a", 4, 4)], Instant::now()).await;

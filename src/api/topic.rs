@@ -38,6 +38,7 @@ pub const NAME_SERVER_PATTERN: &str =
     validation = Rule::new("!has(self.brokerCluster) || (has(self.sync) && self.sync == 'Manage')").message("brokerCluster is only allowed with sync Manage"),
     validation = Rule::new("!has(self.brokerCluster) || !has(self.brokers)").message("brokers and brokerCluster are mutually exclusive"),
     validation = Rule::new("!has(self.drainTimeoutSeconds) || (has(self.sync) && self.sync == 'Manage')").message("drainTimeoutSeconds is only allowed with sync Manage"),
+    validation = Rule::new("!has(self.drainQuietSeconds) || (has(self.sync) && self.sync == 'Manage')").message("drainQuietSeconds is only allowed with sync Manage"),
     validation = Rule::new("!has(self.sync) || self.sync != 'Manage' || !has(self.brokers) || self.brokers.all(b, b.readQueues >= b.writeQueues && (!has(b.permission) || b.permission != 'WriteOnly'))").message("with sync Manage every broker needs readQueues >= writeQueues and a readable permission if writable (UnsafeQueueCounts)")
 )]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +81,14 @@ pub struct TopicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub drain_timeout_seconds: Option<u32>,
+    /// `sync: Manage` only: the quiet window of a shrink, in seconds: after the write queues
+    /// shrank (from when the route first shows it), the read queues wait at least this long, so
+    /// that every producer has refreshed its route and stopped writing to the removed queues.
+    /// Absent: 35 (Apache RocketMQ producers refresh routes every 30 s, `pollNameServerInterval`).
+    /// Lower it only if every producer of the topic refreshes its route at least that often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub drain_quiet_seconds: Option<u32>,
 }
 
 /// The queue counts and permission of a topic on every broker of one cluster (`sync: Manage`).
@@ -107,7 +116,8 @@ pub struct BrokerClusterSpec {
 /// the topic's route on every reconcile and every sync period and never writes to RocketMQ;
 /// `Manage` makes the brokers hold `brokers` (or `brokerCluster`): it creates or updates the topic
 /// on each broker's master, never leaves readQueues < writeQueues, and shrinks write queues first
-/// and read queues only once the removed queues are drained (or `drainTimeoutSeconds` ran out).
+/// and read queues only after the quiet window (`drainQuietSeconds`) once the removed queues are
+/// drained (or `drainTimeoutSeconds` ran out).
 #[derive(
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
 )]
@@ -179,8 +189,10 @@ pub struct TopicStatus {
     /// layout while the NameServers cannot be read (`Synced=False`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<ObservedTopic>,
-    /// `sync: Manage`: when the current wait for removed read queues to drain began (kept while
-    /// the wait lasts; `drainTimeoutSeconds` counts from it).
+    /// `sync: Manage`: when the current wait for removed read queues to drain began: when the
+    /// route first showed the write queues shrunk (or the read queues restored). Kept while the
+    /// wait lasts, across operator restarts; the quiet window (`drainQuietSeconds`) and
+    /// `drainTimeoutSeconds` count from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining_since: Option<Time>,
     /// `Ready`, `QueueMismatch`, and with `spec.nameServers` `Synced` and `Drifted`.

@@ -208,6 +208,17 @@ pub fn validate_topic_shape(spec: &TopicSpec) -> Vec<Violation> {
             out.push(violation("spec.drainTimeoutSeconds", "must be 1 to 604800"));
         }
     }
+    if let Some(q) = spec.drain_quiet_seconds {
+        if !manage {
+            out.push(violation(
+                "spec.drainQuietSeconds",
+                "only allowed with sync Manage",
+            ));
+        }
+        if q > 3600 {
+            out.push(violation("spec.drainQuietSeconds", "must be 0 to 3600"));
+        }
+    }
     out
 }
 
@@ -379,6 +390,7 @@ mod tests {
             sync: sync.then_some(SyncMode::Observe),
             broker_cluster: None,
             drain_timeout_seconds: None,
+            drain_quiet_seconds: None,
         }
     }
 

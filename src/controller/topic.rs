@@ -27,7 +27,7 @@ use super::metrics::{Metrics, SyncFailureLabels, TopicLabels};
 use super::refused::{self, Refused, WRITE_REJECTED};
 use crate::api::validation::validate_topic_shape;
 use crate::api::{Topic, TopicStatus};
-use crate::plan::topic_manage::{DRAINING, IN_SYNC, UPDATING};
+use crate::plan::topic_manage::{DRAINING, IN_SYNC, READ_QUEUES_RESTORED, UPDATING};
 use crate::plan::topic_name;
 use crate::plan::topic_status::{self, NOT_SYNCED, READY, TopicCondition};
 use crate::plan::topic_sync::{self, DRIFTED, SYNC_CONDITIONS, SYNCED, SyncResult};
@@ -148,6 +148,8 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
     let managing = observing && topic.spec.manages();
     let mut wrote = false;
     let mut timed_out = Vec::new();
+    let mut restored = Vec::new();
+    let mut wake = None;
     let (mut status, desired) = if observing {
         // A Topic whose NameServers did not answer last time will likely wait out every
         // timeout again: it waits for a slow slot, without holding a worker, so that however
@@ -171,6 +173,8 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
             status.draining_since = managed.draining_since;
             wrote = managed.wrote;
             timed_out = managed.timed_out;
+            restored = managed.restored;
+            wake = managed.wake;
         }
         (status, to_desired(conditions))
     } else {
@@ -268,6 +272,10 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
         ctx.event(&reference, true, "DrainTimeout", "Manage", note)
             .await;
     }
+    for note in restored {
+        ctx.event(&reference, true, READ_QUEUES_RESTORED, "Manage", note)
+            .await;
+    }
     let before = state(&current.conditions, SYNCED);
     if before != state(&status.conditions, SYNCED)
         && let Some(c) = conditions::find(&status.conditions, SYNCED)
@@ -300,7 +308,10 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
         // Brokers register a change with the NameServers within about a second.
         Action::requeue(ctx.sync_period.min(Duration::from_secs(1)))
     } else if observing {
-        Action::requeue(ctx.sync_period)
+        // A quiet window that ends before the next sync: look again then.
+        Action::requeue(wake.map_or(ctx.sync_period, |w| {
+            ctx.sync_period.min(w + Duration::from_millis(100))
+        }))
     } else {
         Action::await_change()
     })

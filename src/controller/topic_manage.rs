@@ -1,8 +1,11 @@
 //! `sync: Manage`: after the route has been read ([`super::topic`]), make the brokers hold the
-//! spec. The decisions are [`crate::plan::topic_manage`]'s; this does the I/O: the cluster info
-//! (brokers' master addresses, and the brokers of `spec.brokerCluster`), the consume offsets of
-//! the Topic's groups on a broker whose read queues wait to shrink, and the writes
-//! (`UPDATE_AND_CREATE_TOPIC` to each broker's master).
+//! spec. The decisions are [`crate::plan::topic_manage`]'s (its module docs state the shrink's
+//! rules: quiet window, drain check, no growth across the read shrink, safety net); this does the
+//! I/O: the cluster info (brokers' master addresses, and the brokers of `spec.brokerCluster`), the
+//! removed queues' max offsets (`GET_MAX_OFFSET`) and the consume offsets of the Topic's groups
+//! (`GET_CONSUME_STATS`) on a broker whose read queues wait to shrink, the writes
+//! (`UPDATE_AND_CREATE_TOPIC` to each broker's master), the max offsets again [`SETTLE`] after a
+//! read shrink, and the restore write when one grew.
 //!
 //! The groups whose offsets a shrink waits for are the ConsumerGroups of the Topic's namespace
 //! that list the Topic in `spec.topics`; their RocketMQ group name is `spec.groupName`, or their
@@ -10,8 +13,10 @@
 //! They are listed from the API server only when a shrink waits (no cache of groups is kept for
 //! this), so a Topic that is in sync costs no list.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
@@ -19,8 +24,10 @@ use super::context::Context;
 use crate::api::validation::unsafe_queue_counts;
 use crate::api::{ConsumerGroup, Topic, TopicSpec};
 use crate::plan::topic_manage::{
-    BROKER_ERROR, CLUSTER_NOT_FOUND, DRAINING, IN_SYNC, Step, Target, UNSAFE_QUEUE_COUNTS,
-    UPDATING, drain_blockers, step, targets,
+    BROKER_ERROR, CLUSTER_NOT_FOUND, DEFAULT_DRAIN_QUIET_SECONDS, DRAINING, DrainDecision, IN_SYNC,
+    SETTLE, Step, Target, UNSAFE_QUEUE_COUNTS, UPDATING, carried_restores, drain_blockers,
+    drain_decision, is_write_shrink, landed_after_check, next_draining_since, quiet_message,
+    restore_target, step, targets,
 };
 use crate::plan::topic_name;
 use crate::plan::topic_status::TopicCondition;
@@ -40,6 +47,24 @@ pub struct Managed {
     pub wrote: bool,
     /// Shrinks that went ahead because `drainTimeoutSeconds` ran out (for Warning Events).
     pub timed_out: Vec<String>,
+    /// Read shrinks undone because a removed queue grew after the check (for Warning Events).
+    pub restored: Vec<String>,
+    /// When a quiet window ends (look again then).
+    pub wake: Option<std::time::Duration>,
+}
+
+/// A read shrink found drained.
+struct Shrink {
+    /// The final write.
+    then: Target,
+    /// The write that undoes it (the write-shrunk state the route showed).
+    restore: Target,
+    /// `broker-a: read queues 4-7`.
+    queues: String,
+    from: u32,
+    to: u32,
+    /// The removed queues' max offsets read at the check.
+    before: BTreeMap<u32, i64>,
 }
 
 fn synced_false(reason: &'static str, message: String) -> TopicCondition {
@@ -75,6 +100,8 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
         draining_since: current_since.clone(),
         wrote: false,
         timed_out: Vec::new(),
+        restored: Vec::new(),
+        wake: None,
     };
     if let Some(refused) = refusal(&topic.spec) {
         out.synced = refused;
@@ -111,7 +138,14 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
         }
     };
     let connections = name_servers.connections();
+    let quiet = topic
+        .spec
+        .drain_quiet_seconds
+        .unwrap_or(DEFAULT_DRAIN_QUIET_SECONDS);
+    let since = current_since.as_ref().map_or(now, |t| t.0);
     let mut writes: Vec<Target> = Vec::new();
+    // Read shrinks found drained, with the removed queues' max offsets recorded at the check.
+    let mut shrinks: Vec<Shrink> = Vec::new();
     let mut waiting: Vec<String> = Vec::new();
     let mut groups: Option<Result<Vec<String>, String>> = None;
     for target in &wanted {
@@ -120,10 +154,32 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
             Step::InSync => {}
             Step::Write(t) => writes.push(t),
             Step::Drain { from, to, then } => {
+                let queues = if to - from == 1 {
+                    format!("{}: read queue {from}", then.broker)
+                } else {
+                    format!("{}: read queues {from}-{}", then.broker, to - 1)
+                };
+                let decision = drain_decision(since, now, quiet, topic.spec.drain_timeout_seconds);
+                let timed_out = match decision {
+                    DrainDecision::Quiet { until } => {
+                        let left = until.duration_since(now).unsigned_abs();
+                        out.wake = Some(out.wake.map_or(left, |w| w.min(left)));
+                        waiting.push(quiet_message(&queues, until, quiet));
+                        continue;
+                    }
+                    DrainDecision::Check { timed_out } => timed_out,
+                };
+                // The max offsets first, then the groups' offsets: a group caught up with the
+                // broker's max offset at its check is caught up with these.
+                let before = max_offsets(&cluster, &then.broker, &name, from, to, connections)
+                    .await
+                    .into_iter()
+                    .map(|(id, r)| r.map(|o| (id, o)))
+                    .collect::<Result<BTreeMap<u32, i64>, String>>();
                 if groups.is_none() {
                     groups = Some(list_groups(topic, ctx).await);
                 }
-                let blockers = match groups.as_ref().unwrap() {
+                let mut blockers = match groups.as_ref().unwrap() {
                     Err(e) => vec![e.clone()],
                     Ok(names) => {
                         let stats =
@@ -131,20 +187,23 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
                         drain_blockers(&name, &then.broker, from, to, &stats)
                     }
                 };
-                let queues = if to - from == 1 {
-                    format!("{}: read queue {from}", then.broker)
-                } else {
-                    format!("{}: read queues {from}-{}", then.broker, to - 1)
+                let before = match before {
+                    Ok(b) => b,
+                    Err(e) => {
+                        blockers.push(format!("max offsets: {e}"));
+                        BTreeMap::new()
+                    }
                 };
                 if blockers.is_empty() {
-                    writes.push(then);
-                    continue;
-                }
-                let since = current_since.as_ref().map_or(now, |t| t.0);
-                let timed_out = topic.spec.drain_timeout_seconds.is_some_and(|s| {
-                    now.duration_since(since) >= SignedDuration::from_secs(i64::from(s))
-                });
-                if timed_out {
+                    shrinks.push(Shrink {
+                        then,
+                        restore: restore_target(seen.expect("a broker in Drain is in the route")),
+                        queues,
+                        from,
+                        to,
+                        before,
+                    });
+                } else if timed_out {
                     out.timed_out.push(format!(
                         "{queues} removed after drainTimeoutSeconds {} although not drained ({})",
                         topic.spec.drain_timeout_seconds.unwrap_or_default(),
@@ -153,35 +212,111 @@ pub async fn manage(topic: &Topic, ctx: &Context, result: &SyncResult, now: Time
                     writes.push(then);
                 } else {
                     waiting.push(format!(
-                        "{queues} wait to be drained (writes already stopped there): {}",
+                        "{queues} wait to be drained (write queues already shrunk): {}",
                         blockers.join("; ")
                     ));
                 }
             }
         }
     }
-    out.draining_since = if waiting.is_empty() {
-        None
-    } else {
-        Some(current_since.unwrap_or(Time(now)))
-    };
     let mut errors = Vec::new();
     let mut written = Vec::new();
+    let mut shrink_written = false;
     for t in &writes {
         match write(&cluster, &name, t, connections).await {
             Ok(()) => {
                 ctx.metrics.count_write("rocketmq/topic");
                 tracing::info!(topic = %name, target = %t, "topic written to broker");
                 written.push(t.to_string());
+                // A write shrink: its quiet window counts from the next pass that sees it.
+                if let Some(target) = wanted.iter().find(|w| w.broker == t.broker)
+                    && is_write_shrink(t, target)
+                {
+                    shrink_written = true;
+                }
             }
             Err(e) => errors.push(format!("{}: {e}", t.broker)),
         }
     }
+    let mut shrunk = Vec::new();
+    for s in &shrinks {
+        match write(&cluster, &name, &s.then, connections).await {
+            Ok(()) => {
+                ctx.metrics.count_write("rocketmq/topic");
+                tracing::info!(topic = %name, target = %s.then, "read queues shrunk on broker");
+                written.push(s.then.to_string());
+                shrunk.push(s);
+            }
+            Err(e) => errors.push(format!("{}: {e}", s.then.broker)),
+        }
+    }
+    if !shrunk.is_empty() {
+        // A send the broker accepted just before the shrink reaches its consume queue within
+        // milliseconds.
+        tokio::time::sleep(SETTLE).await;
+    }
+    let mut restored = Vec::new();
+    for s in shrunk {
+        let after: BTreeMap<u32, Result<i64, String>> =
+            max_offsets(&cluster, &s.then.broker, &name, s.from, s.to, connections)
+                .await
+                .into_iter()
+                .collect();
+        let landed = landed_after_check(&s.before, &after);
+        if landed.is_empty() {
+            tracing::info!(topic = %name, broker = %s.then.broker, "removed queues unchanged across the read shrink");
+            continue;
+        }
+        let what = landed.join(", ");
+        match write(&cluster, &name, &s.restore, connections).await {
+            Ok(()) => {
+                ctx.metrics.count_write("rocketmq/topic");
+                let note = format!(
+                    "{} restored: a message landed in a removed queue after the drain check \
+                     ({what}), draining again",
+                    s.queues
+                );
+                tracing::warn!(topic = %name, target = %s.restore, %note, "read queues restored");
+                written.push(s.restore.to_string());
+                restored.push(note);
+            }
+            Err(e) => errors.push(format!(
+                "{}: restoring read queues after a message landed in a removed queue ({what}): {e}",
+                s.restore.broker
+            )),
+        }
+    }
+    out.draining_since = next_draining_since(
+        current_since.as_ref().map(|t| t.0),
+        now,
+        !waiting.is_empty(),
+        shrink_written,
+        !restored.is_empty(),
+    )
+    .map(Time);
+    out.restored = restored.clone();
     out.wrote = !written.is_empty();
     out.synced = if !errors.is_empty() {
         synced_false(BROKER_ERROR, errors.join("; "))
-    } else if !waiting.is_empty() {
-        let mut message = waiting.join("; ");
+    } else if !restored.is_empty() || !waiting.is_empty() {
+        // A restore stays in the message while the drain it started lasts.
+        let carried = if restored.is_empty() {
+            topic
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == SYNCED))
+                .filter(|c| c.reason == DRAINING)
+                .map(|c| carried_restores(&c.message))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut message = carried
+            .into_iter()
+            .chain(restored)
+            .chain(waiting)
+            .collect::<Vec<_>>()
+            .join("; ");
         if !written.is_empty() {
             message.push_str(&format!("; wrote {}", written.join("; ")));
         }
@@ -263,6 +398,33 @@ async fn consume_stats(
     out
 }
 
+/// The max offsets of queues `from..to` of `topic` on `broker`'s master, each or its error.
+async fn max_offsets(
+    cluster: &ClusterInfo,
+    broker: &str,
+    topic: &str,
+    from: u32,
+    to: u32,
+    connections: &Connections,
+) -> Vec<(u32, Result<i64, String>)> {
+    let addr = master(cluster, broker).map_err(|e| format!("{broker}: {e}"));
+    let mut out = Vec::new();
+    for id in from..to {
+        let offset = match &addr {
+            Ok(addr) => connections
+                .call_broker(addr, |c| {
+                    let topic = topic.to_string();
+                    async move { c.max_offset(&topic, id).await }
+                })
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        out.push((id, offset));
+    }
+    out
+}
+
 async fn write(
     cluster: &ClusterInfo,
     topic: &str,
@@ -301,6 +463,7 @@ mod tests {
             sync: Some(SyncMode::Manage),
             broker_cluster: None,
             drain_timeout_seconds: None,
+            drain_quiet_seconds: None,
         };
         let c = refusal(&spec).unwrap();
         assert_eq!((c.status, c.reason), (false, UNSAFE_QUEUE_COUNTS));

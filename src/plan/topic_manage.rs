@@ -1,6 +1,8 @@
 //! A Topic with `sync: Manage`: what to write to each broker so that its route comes to match
-//! the spec, without ever losing a message. Pure: the Topic reconciler reads the cluster info, the
-//! route and the consume offsets, asks [`step`] and [`drain_blockers`], and does the writes.
+//! the spec, and how a shrink keeps every message readable. Pure: the Topic reconciler reads the
+//! cluster info, the route, the consume offsets and the removed queues' max offsets, asks
+//! [`step`], [`drain_decision`], [`drain_blockers`] and [`landed_after_check`], and does the
+//! writes.
 //!
 //! The rules:
 //! - A broker is never left with `readQueues < writeQueues` (messages written to the queues
@@ -8,11 +10,36 @@
 //!   written (`api::validation::unsafe_queue_counts`).
 //! - Growing (and any change that removes no read queue) is one write.
 //! - Shrinking the read queues goes write-first: first the write queues (and the permission) take
-//!   their new values while the read queues stay; only once the route shows that, and the removed
-//!   read queues are drained (every group of the Topic caught up with their max offsets) or
-//!   `drainTimeoutSeconds` ran out, do the read queues follow.
+//!   their new values while the read queues stay.
+//! - **Quiet window.** A producer does not learn of the write shrink until it refreshes its
+//!   route (Apache RocketMQ's Java producer: every 30 s, `pollNameServerInterval`), and a broker
+//!   accepts a send to any queue id below max(readQueues, writeQueues): so for a while after the
+//!   write shrink, producers still write to the "removed" queues. The read queues may not shrink
+//!   before `drainQuietSeconds` (default [`DEFAULT_DRAIN_QUIET_SECONDS`], 35 s >= 30 s) have
+//!   passed since the route first showed the write shrink. That time is `status.drainingSince`,
+//!   persisted, so an operator restart neither resets nor skips the window; it starts again
+//!   whenever another write shrink of the Topic is written or read queues are restored.
+//! - **Drained, with the offsets recorded.** After the quiet window, the removed queues' max
+//!   offsets are read (`GET_MAX_OFFSET`), then every group of the Topic must have caught up with
+//!   them (`GET_CONSUME_STATS`: consumer offset >= the broker's max offset, [`drain_blockers`]);
+//!   only then is the read shrink written.
+//! - **No growth across the read shrink.** Right after the read shrink is written (and
+//!   [`SETTLE`] later, for a send the broker had accepted just before), the removed queues' max
+//!   offsets are read again. Equal to those recorded before the check: nothing landed after the
+//!   check, and every group had consumed everything up to them, so no removed queue holds an
+//!   unconsumed message. Any grew (or cannot be read): [`landed_after_check`] names them.
+//! - **Safety net.** Then the read queues are restored (written back up; the write queues stay
+//!   shrunk), a Warning Event [`READ_QUEUES_RESTORED`] is emitted, `Synced` says so, and the drain
+//!   starts over (a new quiet window).
+//! - `drainTimeoutSeconds` (counted from `status.drainingSince`) lets a shrink go ahead although
+//!   the queues are not drained, after the quiet window; such a shrink accepts the loss, so the
+//!   safety net does not undo it.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::{BrokerSpec, ObservedBroker, Permission, TopicSpec};
 use crate::assign::java_order::java_cmp;
@@ -24,8 +51,22 @@ pub const IN_SYNC: &str = "InSync";
 pub const UNSAFE_QUEUE_COUNTS: &str = "UnsafeQueueCounts";
 /// `Synced=False`: the topic was written to brokers; the route does not show it yet.
 pub const UPDATING: &str = "Updating";
-/// `Synced=False`: write queues shrunk; read queues wait for the removed queues to drain.
+/// `Synced=False`: write queues shrunk; read queues wait for the quiet window and for the removed
+/// queues to drain (also after read queues were restored: the message says so).
 pub const DRAINING: &str = "Draining";
+/// Warning Event: a removed queue's max offset grew across the read shrink (a message landed
+/// after the drain check), so its read queues were written back up.
+pub const READ_QUEUES_RESTORED: &str = "ReadQueuesRestored";
+
+/// The quiet window when `spec.drainQuietSeconds` is absent: 35 s, more than the 30 s route
+/// refresh (`pollNameServerInterval`) of Apache RocketMQ's Java producers, with 5 s for the
+/// broker's registration and the NameServer's answer.
+pub const DEFAULT_DRAIN_QUIET_SECONDS: u32 = 35;
+
+/// How long after the read shrink is written the removed queues' max offsets are read again:
+/// a send the broker accepted just before the shrink reaches its consume queue within
+/// milliseconds.
+pub const SETTLE: Duration = Duration::from_millis(500);
 /// `Synced=False`: a broker refused the write or could not be reached, or is not registered.
 pub const BROKER_ERROR: &str = "BrokerError";
 /// `Synced=False`: `spec.brokerCluster` names a cluster the NameServers do not know.
@@ -192,6 +233,144 @@ pub fn drain_blockers(
     out
 }
 
+/// What a broker waiting in [`Step::Drain`] does in this pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DrainDecision {
+    /// The quiet window is not over: producers may still write to the removed queues until
+    /// they refresh their route. Nothing is read from the brokers.
+    Quiet {
+        /// When the window ends.
+        until: Timestamp,
+    },
+    /// Read the removed queues' max offsets and the groups' offsets: drained, the read shrink
+    /// goes ahead (checked for growth after); not drained, [`DrainDecision::TimedOut`] says
+    /// whether it goes ahead anyway.
+    Check {
+        /// `drainTimeoutSeconds` ran out: a shrink that is not drained goes ahead anyway.
+        timed_out: bool,
+    },
+}
+
+/// The quiet window of `quiet_seconds` and `drainTimeoutSeconds` (`timeout_seconds`), both
+/// counted from `since` (`status.drainingSince`), at `now`. A window of `quiet_seconds > 0` ends
+/// `quiet_seconds + 1` after `since`: the status keeps `since` in whole seconds.
+pub fn drain_decision(
+    since: Timestamp,
+    now: Timestamp,
+    quiet_seconds: u32,
+    timeout_seconds: Option<u32>,
+) -> DrainDecision {
+    let waited = now.duration_since(since);
+    // `status.drainingSince` keeps whole seconds (`metav1.Time`), so the instant it stands for may
+    // be up to a second later: the window counts from the end of that second.
+    let quiet = match quiet_seconds {
+        0 => SignedDuration::ZERO,
+        q => SignedDuration::from_secs(i64::from(q) + 1),
+    };
+    if waited < quiet {
+        return DrainDecision::Quiet {
+            until: since.checked_add(quiet).unwrap_or(now),
+        };
+    }
+    DrainDecision::Check {
+        timed_out: timeout_seconds
+            .is_some_and(|t| waited >= SignedDuration::from_secs(i64::from(t))),
+    }
+}
+
+/// `status.drainingSince` after a pass: `now` when read queues were restored in this pass (the
+/// drain starts over); `None` when a write shrink was written in this pass (the window starts
+/// when a later pass sees the route show it, so it never counts time in which the NameServers
+/// still gave producers the old route) or when no broker waits; else the current one, or `now`
+/// for a wait that begins.
+pub fn next_draining_since(
+    current: Option<Timestamp>,
+    now: Timestamp,
+    waiting: bool,
+    shrink_written: bool,
+    restored: bool,
+) -> Option<Timestamp> {
+    if restored {
+        return Some(now);
+    }
+    if shrink_written || !waiting {
+        return None;
+    }
+    Some(current.unwrap_or(now))
+}
+
+/// Whether a write of `write` toward `target` is the first half of a write-first shrink (the
+/// read queues stay above the target's): its quiet window starts again.
+pub fn is_write_shrink(write: &Target, target: &Target) -> bool {
+    write != target
+}
+
+/// The removed queues whose max offset grew between the check that allowed the read shrink
+/// (`before`) and after it (`after`), or whose max offset is unknown after it: a message may
+/// have landed there after the check. Empty: nothing did, and (the check having found every group
+/// caught up with `before`) no removed queue holds an unconsumed message.
+pub fn landed_after_check(
+    before: &BTreeMap<u32, i64>,
+    after: &BTreeMap<u32, Result<i64, String>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, was) in before {
+        match after.get(id) {
+            Some(Ok(now)) if now <= was => {}
+            Some(Ok(now)) => out.push(format!(
+                "queue {id}: max offset {was} -> {now} ({} message(s) after the check)",
+                now - was
+            )),
+            Some(Err(e)) => out.push(format!(
+                "queue {id}: max offset unknown after the shrink: {e}"
+            )),
+            None => out.push(format!("queue {id}: max offset unknown after the shrink")),
+        }
+    }
+    out
+}
+
+/// The write that restores the read queues the route showed before the read shrink (`seen`,
+/// the write-shrunk state: its read queues, write queues and permission).
+pub fn restore_target(seen: &ObservedBroker) -> Target {
+    Target {
+        broker: seen.name.clone(),
+        read: seen.read_queues,
+        write: seen.write_queues,
+        permission: seen.permission,
+    }
+}
+
+/// The restore notes (`broker-a: read queues 4-7 restored: ...`) of a `Draining` message, to be
+/// kept in the message while the drain they started lasts.
+pub fn carried_restores(message: &str) -> Vec<String> {
+    message
+        .split("; ")
+        .filter(|part| part.contains(RESTORED_MARK))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `Draining` message of queues (`broker-a: read queues 4-7`) in the quiet window that ends
+/// at `until` (shown to the second, rounded up).
+pub fn quiet_message(queues: &str, until: Timestamp, quiet_seconds: u32) -> String {
+    let until = until
+        .round(
+            k8s_openapi::jiff::TimestampRound::new()
+                .smallest(k8s_openapi::jiff::Unit::Second)
+                .mode(k8s_openapi::jiff::RoundMode::Ceil),
+        )
+        .unwrap_or(until);
+    format!(
+        "{queues} wait for the quiet window until {until} (drainQuietSeconds {quiet_seconds}): \
+         producers that have not refreshed their route since the write queues shrank may still \
+         write there"
+    )
+}
+
+/// What marks a restore note in a `Draining` message.
+pub const RESTORED_MARK: &str = " restored: a message landed in a removed queue";
+
 /// `4-5,7` for sorted ids.
 pub fn compact(ids: &[u32]) -> String {
     let mut parts = Vec::new();
@@ -343,6 +522,123 @@ mod tests {
         assert_eq!(compact(&[1, 2, 3, 5, 7, 8]), "1-3,5,7-8");
     }
 
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    #[test]
+    fn the_quiet_window_comes_before_any_check_and_before_the_timeout() {
+        let since = at(0);
+        // 35 s, plus the second `drainingSince` may have lost to rounding.
+        assert_eq!(
+            drain_decision(since, at(35), 35, None),
+            DrainDecision::Quiet { until: at(36) }
+        );
+        assert_eq!(
+            drain_decision(since, at(36), 35, None),
+            DrainDecision::Check { timed_out: false }
+        );
+        // A timeout shorter than the window does not shorten it.
+        assert_eq!(
+            drain_decision(since, at(20), 35, Some(10)),
+            DrainDecision::Quiet { until: at(36) }
+        );
+        assert_eq!(
+            drain_decision(since, at(36), 35, Some(10)),
+            DrainDecision::Check { timed_out: true }
+        );
+        assert_eq!(
+            drain_decision(since, at(36), 35, Some(600)),
+            DrainDecision::Check { timed_out: false }
+        );
+        // No window: checked at once (producers the test drives itself).
+        assert_eq!(
+            drain_decision(since, since, 0, None),
+            DrainDecision::Check { timed_out: false }
+        );
+    }
+
+    #[test]
+    fn draining_since_survives_passes_and_restarts_on_a_new_shrink_or_restore() {
+        // A wait begins: now.
+        assert_eq!(
+            next_draining_since(None, at(5), true, false, false),
+            Some(at(5))
+        );
+        // Kept while it lasts (also by an operator restarted in between: it is read back from
+        // the status).
+        assert_eq!(
+            next_draining_since(Some(at(5)), at(50), true, false, false),
+            Some(at(5))
+        );
+        // A write shrink written: cleared, the next pass that sees it in the route starts it.
+        assert_eq!(
+            next_draining_since(Some(at(5)), at(50), true, true, false),
+            None
+        );
+        // Read queues restored: starts again now.
+        assert_eq!(
+            next_draining_since(Some(at(5)), at(50), true, false, true),
+            Some(at(50))
+        );
+        // Nothing waits: gone.
+        assert_eq!(
+            next_draining_since(Some(at(5)), at(50), false, false, false),
+            None
+        );
+        let t = target(4, 4, ReadWrite);
+        assert!(is_write_shrink(&target(8, 4, ReadWrite), &t));
+        assert!(!is_write_shrink(&t, &t));
+    }
+
+    #[test]
+    fn growth_across_the_read_shrink_is_named() {
+        let before: BTreeMap<u32, i64> = [(4, 10), (5, 0), (6, 7), (7, 3)].into();
+        let same: BTreeMap<u32, Result<i64, String>> =
+            before.iter().map(|(k, v)| (*k, Ok(*v))).collect();
+        assert!(landed_after_check(&before, &same).is_empty());
+        let mut after = same.clone();
+        after.insert(5, Ok(1));
+        after.insert(6, Err("timeout".into()));
+        after.remove(&7);
+        assert_eq!(
+            landed_after_check(&before, &after),
+            [
+                "queue 5: max offset 0 -> 1 (1 message(s) after the check)",
+                "queue 6: max offset unknown after the shrink: timeout",
+                "queue 7: max offset unknown after the shrink",
+            ]
+        );
+        let seen = seen(8, 4, ReadWrite);
+        assert_eq!(restore_target(&seen), target(8, 4, ReadWrite));
+    }
+
+    #[test]
+    fn the_quiet_message_names_the_end_to_the_second() {
+        let until = at(36)
+            .checked_add(SignedDuration::from_millis(250))
+            .unwrap();
+        assert_eq!(
+            quiet_message("broker-a: read queues 4-7", until, 35),
+            "broker-a: read queues 4-7 wait for the quiet window until 2027-01-15T08:00:37Z \
+             (drainQuietSeconds 35): producers that have not refreshed their route since the \
+             write queues shrank may still write there"
+        );
+    }
+
+    #[test]
+    fn restore_notes_stay_in_the_draining_message() {
+        let message = "broker-a: read queues 4-7 restored: a message landed in a removed queue \
+                       after the drain check (queue 4: max offset 3 -> 4 (1 message(s) after the \
+                       check)), draining again; broker-b: read queues 4-7 wait for the quiet \
+                       window until 2026-12-08T02:30:05Z";
+        assert_eq!(
+            carried_restores(message),
+            [message.split("; ").next().unwrap().to_string()]
+        );
+        assert!(carried_restores("broker-a: read queues 4-7 wait to be drained").is_empty());
+    }
+
     #[test]
     fn targets_of_a_cluster_or_the_brokers() {
         let mut info = ClusterInfo::default();
@@ -362,6 +658,7 @@ mod tests {
                 permission: ReadWrite,
             }),
             drain_timeout_seconds: None,
+            drain_quiet_seconds: None,
         };
         let t = targets(&spec, Some(&info)).unwrap();
         assert_eq!(

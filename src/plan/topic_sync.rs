@@ -392,6 +392,7 @@ mod tests {
                 sync: None,
                 broker_cluster: None,
                 drain_timeout_seconds: None,
+                drain_quiet_seconds: None,
             },
         );
         t.metadata.generation = Some(2);

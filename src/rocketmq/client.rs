@@ -454,6 +454,30 @@ impl RemotingClient {
         }
     }
 
+    /// The max offset (the next offset to be written) of queue `queue_id` of `topic` on this
+    /// broker (`GET_MAX_OFFSET`, header `GetMaxOffsetRequestHeader`: `topic`, `queueId`; the
+    /// answer's `offset`). Both Apache RocketMQ and rocketmq-rust answer it for any queue id
+    /// whose consume queue exists (0 for one that never held a message), also beyond the topic's
+    /// current queue counts.
+    pub async fn max_offset(&self, topic: &str, queue_id: u32) -> Result<i64> {
+        let request = Command::request(
+            code::GET_MAX_OFFSET,
+            [
+                ("topic", topic.to_string()),
+                ("queueId", queue_id.to_string()),
+            ],
+        );
+        let response = self.invoke_ok(request).await?;
+        response
+            .ext_fields
+            .get("offset")
+            .and_then(|o| o.parse().ok())
+            .ok_or_else(|| Error::Protocol {
+                addr: self.addr.clone(),
+                reason: format!("max offset: no offset in {:?}", response.ext_fields),
+            })
+    }
+
     /// Offsets of `group` on this broker (`GET_CONSUME_STATS`, header
     /// `GetConsumeStatsRequestHeader`: `consumerGroup`, optional `topic`): for each queue, the
     /// broker's max offset and the group's committed offset. Without `topic`, the broker reports

@@ -32,6 +32,9 @@ pub mod code {
     pub const UPDATE_CONSUMER_OFFSET: i32 = 15;
     /// `SEND_MESSAGE = 10` (RequestCode.java); header `SendMessageRequestHeader`.
     pub const SEND_MESSAGE: i32 = 10;
+    /// `GET_MAX_OFFSET = 30` (RequestCode.java); header `GetMaxOffsetRequestHeader`: topic,
+    /// queueId; response header `GetMaxOffsetResponseHeader`: offset.
+    pub const GET_MAX_OFFSET: i32 = 30;
     /// `UPDATE_AND_CREATE_TOPIC = 17` (RequestCode.java); header `CreateTopicRequestHeader`:
     /// topic, defaultTopic, readQueueNums, writeQueueNums, perm, topicFilterType, topicSysFlag,
     /// order.
@@ -66,6 +69,7 @@ pub mod code {
             SEND_MESSAGE => "SEND_MESSAGE",
             UPDATE_CONSUMER_OFFSET => "UPDATE_CONSUMER_OFFSET",
             UPDATE_AND_CREATE_TOPIC => "UPDATE_AND_CREATE_TOPIC",
+            GET_MAX_OFFSET => "GET_MAX_OFFSET",
             HEART_BEAT => "HEART_BEAT",
             GET_CONSUMER_LIST_BY_GROUP => "GET_CONSUMER_LIST_BY_GROUP",
             GET_ROUTEINFO_BY_TOPIC => "GET_ROUTEINFO_BY_TOPIC",

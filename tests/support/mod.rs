@@ -6,9 +6,11 @@
 pub mod chart;
 pub mod consumer;
 pub mod envtest;
+pub mod fake_broker;
 pub mod fake_namesrv;
 pub mod fixtures;
 pub mod operator;
+pub mod producer;
 pub mod proxy;
 pub mod queues;
 pub mod rocketmq;

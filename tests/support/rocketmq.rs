@@ -816,28 +816,14 @@ pub async fn send(client: &RemotingClient, topic: &str, queue_id: u32, body: &st
     }
 }
 
-/// GET_MAX_OFFSET (30): the next offset of a queue's consume queue.
+/// GET_MAX_OFFSET (30): the next offset of a queue's consume queue, with the operator's own
+/// request ([`RemotingClient::max_offset`]).
 pub async fn max_offset(client: &RemotingClient, topic: &str, queue_id: u32) -> i64 {
-    let request = Request::request(
-        GET_MAX_OFFSET,
-        [
-            ("topic", topic.to_string()),
-            ("queueId", queue_id.to_string()),
-        ],
-    );
-    let response = client
-        .invoke_ok(request)
+    client
+        .max_offset(topic, queue_id)
         .await
-        .unwrap_or_else(|e| panic!("max offset: {e}"));
-    response
-        .ext_fields
-        .get("offset")
-        .and_then(|o| o.parse().ok())
-        .unwrap_or_else(|| panic!("max offset: no offset in {:?}", response.ext_fields))
+        .unwrap_or_else(|e| panic!("max offset: {e}"))
 }
-
-/// `RequestCode.GET_MAX_OFFSET`; the operator does not send it, so it lives here.
-const GET_MAX_OFFSET: i32 = 30;
 
 /// Commits `offset` for `group` on `queue_id` (`UPDATE_CONSUMER_OFFSET`, 15,
 /// `UpdateConsumerOffsetRequestHeader`).
