@@ -228,7 +228,9 @@ async fn plan_from_mqadmin_output_is_what_java_consumers_hold() {
     // Stable for two rebalance periods (1 s each).
     let held = settled(&consumers, &topic, &all, Duration::from_secs(2)).await;
 
-    // The route, as the README says: `mqadmin topicRoute -n NS -t TOPIC > route.json`.
+    // The route, as the README says: `mqadmin topicRoute -n NS -t TOPIC > route.json`. 4.9.7
+    // prints fastjson's pretty form: tab-indented, `"brokerAddrs":{0:"127.0.0.1:port"}` with an
+    // unquoted key (the NameServer's reply on the wire quotes it), brokers in no sorted order.
     let route = mqadmin(&home, work.path(), &["topicRoute", "-n", &ns, "-t", &topic]).await;
     let route_file = work.path().join("route.json");
     std::fs::write(&route_file, &route).unwrap();
