@@ -1,10 +1,10 @@
 //! Topic sync `Manage` end to end, against both real servers: the envtest API server with the
-//! real `rebalancer` binary (`--sync-period=2`) and real rocketmq-rust NameServers and Brokers
-//! (see `tests/support/rocketmq.rs`). The Topic resource is the desired state; what the brokers
-//! hold is read back from the NameServer with the admin client. Messages are produced with
+//! real `rebalancer` binary (`--sync-period=2`) and real RocketMQ NameServers and Brokers (see
+//! `tests/support/rocketmq.rs`). The Topic resource is the desired state; what the brokers hold
+//! is read back from the NameServer with the admin client. Messages are produced with
 //! `SEND_MESSAGE`; most tests "consume" them by committing offsets with `UPDATE_CONSUMER_OFFSET`
 //! (`tests/support/rocketmq.rs`), and one runs real RocketMQ push consumers
-//! (`tests/support/consumer.rs`).
+//! (`tests/support/consumer.rs`: each flavour's own client).
 //!
 //! The shrink tests set `drainQuietSeconds: 0` (no quiet window): their producers are the tests'
 //! own `SEND_MESSAGE` frames, which name each queue id and send only to the queues the test
@@ -12,10 +12,12 @@
 //! quiet window itself, under a Java producer with the default route refresh, is proven in
 //! `tests/envtest_rocketmq_shrink.rs`.
 //!
-//! Each test needs `KUBEBUILDER_ASSETS` (and `HELM`) and `ROCKETMQ_BIN`, and prints one SKIP line
-//! without them, unless `REBALANCER_REQUIRE_ENVTEST=1` / `REBALANCER_REQUIRE_ROCKETMQ=1`. They
-//! share one RocketMQ (one NameServer, `broker-a` and `broker-b`), each with its own topics and
-//! groups.
+//! Each test body takes a [`RocketMq`] and runs twice: `rust_*` against rocketmq-rust 1.0.0
+//! (`ROCKETMQ_BIN`), `java_*` against Apache RocketMQ 4.9.7 (`ROCKETMQ_JAVA_HOME`). Each needs
+//! `KUBEBUILDER_ASSETS` (and `HELM`) and its flavour's servers, and prints one SKIP line without
+//! them, unless `REBALANCER_REQUIRE_ENVTEST=1` / `REBALANCER_REQUIRE_ROCKETMQ=1` /
+//! `REBALANCER_REQUIRE_ROCKETMQ_JAVA=1`. They share one RocketMQ per flavour (one NameServer,
+//! `broker-a` and `broker-b`), each with its own topics and groups.
 
 mod support;
 
@@ -27,7 +29,7 @@ use rebalancer::rocketmq::TopicRoute;
 use serde_json::{Value, json};
 use support::fixtures::Env;
 use support::operator::Operator;
-use support::rocketmq::{commit, connect, heartbeat, send, shared};
+use support::rocketmq::{RocketMq, both, commit, connect, heartbeat, send};
 use support::{eventually, random_suffix};
 
 /// The operator's `--sync-period`, in seconds.
@@ -132,12 +134,12 @@ async fn wait_event(env: &Env, name: &str, type_: &str, reason: &str) -> String 
     .await
 }
 
-#[tokio::test]
-async fn manage_creates_grows_refuses_unsafe_counts_and_never_deletes() {
-    let test = "manage_creates_grows_refuses_unsafe_counts_and_never_deletes";
-    let Some(mq) = shared(test).await else {
-        return;
-    };
+both!(
+    manage_creates_grows_refuses_unsafe_counts_and_never_deletes,
+    rust_manage_creates_grows_refuses_unsafe_counts_and_never_deletes,
+    java_manage_creates_grows_refuses_unsafe_counts_and_never_deletes
+);
+async fn manage_creates_grows_refuses_unsafe_counts_and_never_deletes(mq: &RocketMq) {
     let Some(env) = Env::new("rocketmq-manage").await else {
         return;
     };
@@ -257,12 +259,12 @@ async fn manage_creates_grows_refuses_unsafe_counts_and_never_deletes() {
     op.assert_clean();
 }
 
-#[tokio::test]
-async fn manage_applies_a_cluster_default_to_every_broker() {
-    let test = "manage_applies_a_cluster_default_to_every_broker";
-    let Some(mq) = shared(test).await else {
-        return;
-    };
+both!(
+    manage_applies_a_cluster_default_to_every_broker,
+    rust_manage_applies_a_cluster_default_to_every_broker,
+    java_manage_applies_a_cluster_default_to_every_broker
+);
+async fn manage_applies_a_cluster_default_to_every_broker(mq: &RocketMq) {
     let Some(env) = Env::new("rocketmq-manage-cluster").await else {
         return;
     };
@@ -329,12 +331,12 @@ async fn shrink_setup(env: &Env, ns: &str, broker: &str, topic: &str, group: &st
     env.apply::<Topic>(managed("orders", topic, ns, spec)).await;
 }
 
-#[tokio::test]
-async fn a_shrink_goes_write_first_and_reads_follow_once_drained() {
-    let test = "a_shrink_goes_write_first_and_reads_follow_once_drained";
-    let Some(mq) = shared(test).await else {
-        return;
-    };
+both!(
+    a_shrink_goes_write_first_and_reads_follow_once_drained,
+    rust_a_shrink_goes_write_first_and_reads_follow_once_drained,
+    java_a_shrink_goes_write_first_and_reads_follow_once_drained
+);
+async fn a_shrink_goes_write_first_and_reads_follow_once_drained(mq: &RocketMq) {
     let Some(env) = Env::new("rocketmq-manage-drain").await else {
         return;
     };
@@ -384,12 +386,12 @@ async fn a_shrink_goes_write_first_and_reads_follow_once_drained() {
     op.assert_clean();
 }
 
-#[tokio::test]
-async fn a_shrink_proceeds_after_the_drain_timeout() {
-    let test = "a_shrink_proceeds_after_the_drain_timeout";
-    let Some(mq) = shared(test).await else {
-        return;
-    };
+both!(
+    a_shrink_proceeds_after_the_drain_timeout,
+    rust_a_shrink_proceeds_after_the_drain_timeout,
+    java_a_shrink_proceeds_after_the_drain_timeout
+);
+async fn a_shrink_proceeds_after_the_drain_timeout(mq: &RocketMq) {
     let Some(env) = Env::new("rocketmq-manage-timeout").await else {
         return;
     };
@@ -427,12 +429,12 @@ async fn a_shrink_proceeds_after_the_drain_timeout() {
     op.assert_clean();
 }
 
-#[tokio::test]
-async fn losing_readability_goes_read_only_first_and_waits_for_the_drain() {
-    let test = "losing_readability_goes_read_only_first_and_waits_for_the_drain";
-    let Some(mq) = shared(test).await else {
-        return;
-    };
+both!(
+    losing_readability_goes_read_only_first_and_waits_for_the_drain,
+    rust_losing_readability_goes_read_only_first_and_waits_for_the_drain,
+    java_losing_readability_goes_read_only_first_and_waits_for_the_drain
+);
+async fn losing_readability_goes_read_only_first_and_waits_for_the_drain(mq: &RocketMq) {
     let Some(env) = Env::new("rocketmq-manage-deny").await else {
         return;
     };
@@ -487,19 +489,23 @@ async fn losing_readability_goes_read_only_first_and_waits_for_the_drain() {
     op.assert_clean();
 }
 
+both!(
+    a_shrink_under_real_consumers_loses_no_message,
+    rust_a_shrink_under_real_consumers_loses_no_message,
+    java_a_shrink_under_real_consumers_loses_no_message
+);
 /// The shrink with real clients on both sides: two unmodified RocketMQ push consumers
 /// (`tests/support/consumer.rs`) read the topic as a `consumerIds: Client` group whose RocketMQ
 /// name is `spec.groupName`, messages go to every queue the route lets producers write, and the
 /// Topic shrinks from 4 to 2 queues while they run. Every message sent is received (nothing is
 /// stranded in a queue that stopped being read), and the read queues shrink only once the
 /// consumers' own offsets caught up.
-#[tokio::test]
-async fn a_shrink_under_real_consumers_loses_no_message() {
-    let test = "a_shrink_under_real_consumers_loses_no_message";
-    let Some(mq) = shared(test).await else {
-        return;
-    };
-    if support::consumer::binary(test).is_none() {
+async fn a_shrink_under_real_consumers_loses_no_message(mq: &RocketMq) {
+    // Each flavour's own client: rocketmq-client-rust on rocketmq-rust's servers, Apache
+    // RocketMQ 4.9.7's Java client on its Java servers.
+    let flavour = support::consumer::Flavour::of(mq);
+    let test = flavour.test_name("a_shrink_under_real_consumers_loses_no_message");
+    if !flavour.available(&test) {
         return;
     }
     let Some(env) = Env::new("rocketmq-manage-real").await else {
@@ -531,7 +537,7 @@ async fn a_shrink_under_real_consumers_loses_no_message() {
             instance_name: name.to_string(),
         };
         consumers.push(
-            support::consumer::Consumer::start(test, &config)
+            support::consumer::Consumer::start_as(&test, flavour, &config, &[])
                 .await
                 .unwrap(),
         );

@@ -119,6 +119,25 @@ impl Flavour {
         }
     }
 
+    /// The client of the servers `mq` runs: rocketmq-client-rust for rocketmq-rust's,
+    /// Apache RocketMQ 4.9.7's Java client for its Java servers.
+    pub fn of(mq: &super::rocketmq::RocketMq) -> Flavour {
+        if mq.is_java() {
+            Flavour::Java
+        } else {
+            Flavour::Rust
+        }
+    }
+
+    /// `body` as the name of this flavour's test wrapper (`rust_body`, `java_body`), for SKIP
+    /// lines and logs.
+    pub fn test_name(self, body: &str) -> String {
+        match self {
+            Flavour::Rust => format!("rust_{body}"),
+            Flavour::Java => format!("java_{body}"),
+        }
+    }
+
     /// The command running it, before its arguments; `None` after a SKIP line.
     fn command(self, test: &str, dir: &std::path::Path) -> Option<Command> {
         match self {

@@ -720,6 +720,50 @@ pub async fn shared_java(test: &str) -> Option<&'static RocketMq> {
     Some(mq)
 }
 
+/// `#[tokio::test]` wrappers running one test body, an `async fn(&RocketMq)`, on each flavour:
+/// `both!(body, rust_body, java_body)` on the shared servers ([`shared`], [`shared_java`]);
+/// `both!(body, rust_body, java_body, own(brokers, namesrvs))` on servers of the test's own
+/// ([`RocketMq::start_with`], [`RocketMq::start_java_with`]), for tests that stop one. Without
+/// a flavour's servers its wrapper prints one SKIP line (or fails where they are required).
+#[allow(unused_macros)]
+macro_rules! both {
+    ($body:ident, $rust:ident, $java:ident) => {
+        #[tokio::test]
+        async fn $rust() {
+            if let Some(mq) = $crate::support::rocketmq::shared(stringify!($rust)).await {
+                $body(mq).await;
+            }
+        }
+        #[tokio::test]
+        async fn $java() {
+            if let Some(mq) = $crate::support::rocketmq::shared_java(stringify!($java)).await {
+                $body(mq).await;
+            }
+        }
+    };
+    ($body:ident, $rust:ident, $java:ident, own($brokers:expr, $namesrvs:expr)) => {
+        #[tokio::test]
+        async fn $rust() {
+            let test = stringify!($rust);
+            let start = $crate::support::rocketmq::RocketMq::start_with(test, $brokers, $namesrvs);
+            if let Some(mq) = start.await {
+                $body(&mq).await;
+            }
+        }
+        #[tokio::test]
+        async fn $java() {
+            let test = stringify!($java);
+            let start =
+                $crate::support::rocketmq::RocketMq::start_java_with(test, $brokers, $namesrvs);
+            if let Some(mq) = start.await {
+                $body(&mq).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both;
+
 // What a RocketMQ client sends, for tests that play one (a producer, a consumer registering or
 // committing offsets) with the operator's own protocol client.
 
