@@ -25,8 +25,8 @@
 //! no readable queue, Broadcasting without consumers) expects instead `Ready=False` with the
 //! reason, and the last good assignment and annotations left in place.
 //!
-//! Hostile and odd input (issue #15), each run at least once in a default run (steps 3, 9, 15
-//! and 21 take one that has not run yet; the last line counts them):
+//! Hostile and odd input (issue #15), each run at least once in a default run (steps 3, 7, 11,
+//! 15, 19 and 23 take one that has not run yet; the last line counts them):
 //! - **full annotations** (`AddFiller`/`RemoveFiller`): a filler annotation fills a pod's
 //!   annotations to 16 bytes short of the API server's 256 KiB limit, in place of its queues
 //!   annotation. Every write of the queues annotation is then refused (422): a group that counts
@@ -114,7 +114,13 @@ const FILLER_ROOM: usize = 16;
 /// Queues of a broker at the Topic schema's (and the engine's) limit.
 const QUEUES_LIMIT: u32 = 4096;
 /// The hostile mutations, each made to run at least once in a default run (see `pick_kind`).
-const HOSTILE: [Kind; 3] = [Kind::AddFiller, Kind::Contest, Kind::TopicAtLimit];
+const HOSTILE: [Kind; 5] = [
+    Kind::AddFiller,
+    Kind::RemoveFiller,
+    Kind::Contest,
+    Kind::Uncontest,
+    Kind::TopicAtLimit,
+];
 
 fn known(id: &str) -> bool {
     KNOWN_BUGS.iter().any(|(k, _)| *k == id)
@@ -1399,13 +1405,15 @@ impl Run {
         let has_pods = !self.world.pods.is_empty();
         let possible = |kind: Kind, world: &World| match kind {
             Kind::AddFiller => world.filler.is_none() && !world.filler_candidates().is_empty(),
+            Kind::RemoveFiller => world.filler.is_some(),
             Kind::Contest => world.rival().is_none() && !world.contestable().is_empty(),
+            Kind::Uncontest => world.rival().is_some(),
             _ => true,
         };
-        // Each hostile mutation runs at least once in a run of 24 steps: at steps 3, 9, 15 and
-        // 21, one that has not run yet is taken, or what keeps it from running is undone (with
-        // one group, a contest and a filler exclude each other).
-        if step % 6 == 3 {
+        // Each hostile mutation runs at least once in a run of 24 steps: at steps 3, 7, 11, 15,
+        // 19 and 23, one that has not run yet and is possible is taken, or what keeps it from
+        // running is undone (with one group, a contest and a filler exclude each other).
+        if step % 4 == 3 {
             let due: Vec<Kind> = HOSTILE
                 .iter()
                 .copied()
@@ -1439,19 +1447,17 @@ impl Run {
         if any_broken {
             choices.push((Kind::Repair, 12));
         }
-        if possible(Kind::AddFiller, &self.world) {
-            choices.push((Kind::AddFiller, 3));
+        for (kind, weight) in [
+            (Kind::AddFiller, 3),
+            (Kind::RemoveFiller, 6),
+            (Kind::Contest, 3),
+            (Kind::Uncontest, 4),
+            (Kind::TopicAtLimit, 2),
+        ] {
+            if possible(kind, &self.world) {
+                choices.push((kind, weight));
+            }
         }
-        if self.world.filler.is_some() {
-            choices.push((Kind::RemoveFiller, 6));
-        }
-        if possible(Kind::Contest, &self.world) {
-            choices.push((Kind::Contest, 3));
-        }
-        if self.world.rival().is_some() {
-            choices.push((Kind::Uncontest, 4));
-        }
-        choices.push((Kind::TopicAtLimit, 2));
         if disruptive {
             choices.push((Kind::KillLeader, 4));
             choices.push((Kind::TermLeader, 2));
@@ -2344,16 +2350,10 @@ async fn random_state_transitions() {
         started.elapsed(),
         run.counts
     );
-    let hostile: Vec<String> = [
-        Kind::AddFiller,
-        Kind::RemoveFiller,
-        Kind::Contest,
-        Kind::Uncontest,
-        Kind::TopicAtLimit,
-    ]
-    .iter()
-    .map(|k| format!("{k:?} x{}", run.counts.get(&format!("{k:?}")).unwrap_or(&0)))
-    .collect();
+    let hostile: Vec<String> = HOSTILE
+        .iter()
+        .map(|k| format!("{k:?} x{}", run.counts.get(&format!("{k:?}")).unwrap_or(&0)))
+        .collect();
     println!("hostile mutations: {}", hostile.join(", "));
     for (id, (step, what)) in run.seen.borrow().iter() {
         println!("KNOWN BUG [{id}] reproduced (first at step {step}): {what}");
