@@ -304,14 +304,26 @@ impl ApiServer {
             Some("rebalancer"),
             "{call:#?}"
         );
-        // Only the label and the annotation are touched.
+        // Only the label and the annotation are touched (a pod joining the group is patched
+        // with the resourceVersion its cache saw, a precondition, not a change).
         let metadata = call.body["metadata"].as_object().unwrap();
         assert_eq!(call.body.as_object().unwrap().len(), 1, "{call:#?}");
         assert_eq!(
-            metadata.keys().collect::<Vec<_>>(),
+            metadata
+                .keys()
+                .filter(|k| *k != "resourceVersion")
+                .collect::<Vec<_>>(),
             ["annotations", "labels"],
             "{call:#?}"
         );
+        if let Some(version) = metadata.get("resourceVersion") {
+            assert!(version.is_string(), "{call:#?}");
+        }
+        let mut body = call.body.clone();
+        body["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
         if status.is_success() {
             reply(send, status, &pod(name, true, None));
         } else {
@@ -325,7 +337,7 @@ impl ApiServer {
                 &failure(status, &reason, "refused by the test"),
             );
         }
-        call.body
+        body
     }
 
     /// A merge patch of a pod's metadata; returns the patch.
@@ -1263,6 +1275,22 @@ async fn status_conflict_requeues_soon_and_publishes_no_event() {
         .apply_group_status_answered(&world.group, StatusCode::CONFLICT)
         .await;
     // No Rebalanced Event: the status it describes was not written.
+    let action = server.settle().await.expect("a conflict is not an error");
+    assert_eq!(action, Action::requeue(STALE_RETRY));
+    server.finish(ctx).await;
+}
+
+#[tokio::test]
+async fn a_joining_pod_that_changed_meanwhile_is_decided_again() {
+    // 409 on a pod joining the group: its resourceVersion precondition failed (another group may
+    // have labelled it): nothing more is written, the group is reconciled again soon.
+    let (mut server, ctx) = setup(Leadership::always());
+    let world = first_world();
+    server.start_group(&ctx, &world);
+
+    server
+        .patch_pod_answered("consumer-a", StatusCode::CONFLICT)
+        .await;
     let action = server.settle().await.expect("a conflict is not an error");
     assert_eq!(action, Action::requeue(STALE_RETRY));
     server.finish(ctx).await;

@@ -25,6 +25,28 @@
 //! no readable queue, Broadcasting without consumers) expects instead `Ready=False` with the
 //! reason, and the last good assignment and annotations left in place.
 //!
+//! Hostile and odd input (issue #15), each run at least once in a default run (steps 3, 7, 11,
+//! 15, 19 and 23 take one that has not run yet; the last line counts them):
+//! - **full annotations** (`AddFiller`/`RemoveFiller`): a filler annotation fills a pod's
+//!   annotations to 16 bytes short of the API server's 256 KiB limit, in place of its queues
+//!   annotation. Every write of the queues annotation is then refused (422): a group that counts
+//!   the pod as a consumer says `Ready=False` `WriteRejected`, naming the pod ("the API server
+//!   refused ..."), its other pods are annotated as planned and its status is the plan all the
+//!   same; invariant 3 is relaxed for that pod alone (it carries no queues annotation). Without
+//!   the filler, back to normal.
+//! - **contested pods** (`Contest`/`Uncontest`): a second group, [`RIVAL`], whose name has
+//!   exactly 63 characters (a 64-character name is refused at admission, checked once at the
+//!   start), selects the pods of another group. The first group that labelled a pod keeps it:
+//!   a pod labelled by one of them before a step and still Ready keeps that label; every Ready
+//!   pod of the app belongs to one of the two (which one labels a new pod is a race: the oracle
+//!   takes the observed owners, and plans each group over its own); a group whose selected pods
+//!   another group labelled says `PodsContested=True` naming them (else no `PodsContested=True`),
+//!   and with no consumer left `Ready=False` `NoConsumers`. Invariant 6 shows there is no
+//!   flip-flop.
+//! - **a Topic at the limits** (`TopicAtLimit`): the Topics here are spec-only (no NameServers,
+//!   so no `status.observed`): a broker gets 4,096 read and write queues, which must plan as any
+//!   other layout, after 4,097 is refused at admission (422).
+//!
 //! `REBALANCER_RANDOM_SEED` replays a run, `REBALANCER_RANDOM_STEPS` sets its length,
 //! `REBALANCER_RANDOM_LOGS=1` prints the replicas' logs at the end. Checks of known operator bugs
 //! are listed in [`KNOWN_BUGS`]: they are reported, not enforced.
@@ -79,6 +101,26 @@ const PERMISSIONS: [(&str, u32); 4] = [
 ];
 /// Most pods at a time.
 const MAX_PODS: usize = 12;
+/// The rival ConsumerGroup of a contest: a name of exactly 63 characters, the most a label value
+/// (its pods' group label) takes.
+const RIVAL: &str = "rival-group-whose-name-is-exactly-sixty-three-characters-long-x";
+/// The annotation a hostile neighbour fills a pod's annotations with.
+const FILLER: &str = "hostile.example/filler";
+/// The API server's limit on a pod's annotations, keys and values together (256 KiB).
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+/// What the filler leaves of [`ANNOTATIONS_LIMIT`]: less than the queues annotation takes even
+/// empty (`rebalancer.dev/queues: []`, 23 bytes), so that every write of it is refused (422).
+const FILLER_ROOM: usize = 16;
+/// Queues of a broker at the Topic schema's (and the engine's) limit.
+const QUEUES_LIMIT: u32 = 4096;
+/// The hostile mutations, each made to run at least once in a default run (see `pick_kind`).
+const HOSTILE: [Kind; 5] = [
+    Kind::AddFiller,
+    Kind::RemoveFiller,
+    Kind::Contest,
+    Kind::Uncontest,
+    Kind::TopicAtLimit,
+];
 
 fn known(id: &str) -> bool {
     KNOWN_BUGS.iter().any(|(k, _)| *k == id)
@@ -293,6 +335,9 @@ struct World {
     next_pod: u32,
     /// Apps pods may have: the groups' and one nobody selects.
     apps: Vec<&'static str>,
+    /// The pod whose annotations a filler fills up to the limit, if any (never one of a
+    /// contested app).
+    filler: Option<String>,
 }
 
 impl World {
@@ -317,6 +362,41 @@ impl World {
         self.groups.iter_mut().find(|g| g.name == name).unwrap()
     }
 
+    /// The rival group, while a contest runs: it selects the pods of another group's app.
+    fn rival(&self) -> Option<&GroupModel> {
+        self.groups.iter().find(|g| g.name == RIVAL)
+    }
+
+    /// The app two groups select, while a contest runs.
+    fn contested_app(&self) -> Option<&'static str> {
+        self.rival().map(|r| r.app)
+    }
+
+    /// Pods a filler may be put on: of a group's app, not a contested one (a pod whose every
+    /// write is refused and that two groups select would be counted by both: not modelled).
+    fn filler_candidates(&self) -> Vec<String> {
+        let contested = self.contested_app();
+        self.pods
+            .iter()
+            .filter(|(_, p)| Some(p.app) != contested && self.groups.iter().any(|g| g.app == p.app))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Groups a rival may contest: not on the filler's app.
+    fn contestable(&self) -> Vec<&'static str> {
+        let filler_app = self
+            .filler
+            .as_ref()
+            .and_then(|f| self.pods.get(f))
+            .map(|p| p.app);
+        self.groups
+            .iter()
+            .filter(|g| g.name != RIVAL && Some(g.app) != filler_app)
+            .map(|g| g.name)
+            .collect()
+    }
+
     fn describe(&self) -> String {
         let topics: Vec<String> = self
             .topics
@@ -336,8 +416,13 @@ impl World {
             .iter()
             .map(|(n, p)| format!("{n}{}", if p.ready { "" } else { "(unready)" }))
             .collect();
+        let filler = self
+            .filler
+            .as_ref()
+            .map(|f| format!("; annotations of {f} filled"))
+            .unwrap_or_default();
         format!(
-            "topics {}; groups {}; pods {}",
+            "topics {}; groups {}; pods {}{filler}",
             topics.join(", "),
             groups.join(" | "),
             pods.join(" ")
@@ -368,6 +453,7 @@ impl std::ops::DerefMut for Cluster {
 
 /// What the API holds of the world at one moment.
 struct Observed {
+    namespace: String,
     groups: BTreeMap<String, ConsumerGroup>,
     pods: BTreeMap<String, Pod>,
 }
@@ -435,6 +521,7 @@ impl Cluster {
             .await
             .map_err(|e| format!("listing pods: {e}"))?;
         Ok(Observed {
+            namespace: self.ns.clone(),
             groups: groups
                 .items
                 .into_iter()
@@ -489,6 +576,8 @@ struct Expect {
     readable: Vec<(String, u32)>,
     queues: Vec<(String, String, u32)>,
     outcome: Outcome,
+    /// The consumer whose annotations are filled: every write of its queues is refused.
+    refused: Option<String>,
 }
 
 /// One broken invariant: its id (see [`KNOWN_BUGS`]) and what was seen.
@@ -594,15 +683,25 @@ fn run_plan(
 }
 
 /// What the operator must converge to for `g`, from the world after the step and the group
-/// before it.
+/// before it. `owners` holds the group label of each pod of the contested app, as observed: which
+/// of two groups labels a new pod first is a race, but whoever did keeps it, and is alone to
+/// count it as a consumer.
 async fn expect(
     cluster: &Cluster,
     world: &World,
     g: &GroupModel,
     before: &Before,
     tag: &str,
+    owners: &Owners,
 ) -> Result<Expect, String> {
-    let consumers = world.consumers(g.app);
+    let mut consumers = world.consumers(g.app);
+    if world.contested_app() == Some(g.app) {
+        consumers.retain(|p| owners.get(p).cloned().flatten().as_deref() == Some(g.name));
+    }
+    let refused = world
+        .filler
+        .clone()
+        .filter(|f| g.broken.is_none() && consumers.contains(f));
     let readable: Vec<(String, u32)> = g
         .topics
         .iter()
@@ -722,12 +821,15 @@ async fn expect(
             }
         }
     };
+    // Nothing is written for a failing group: no refusal either.
+    let refused = refused.filter(|_| matches!(outcome, Outcome::Good { .. }));
     Ok(Expect {
         group: g.clone(),
         consumers,
         readable,
         queues,
         outcome,
+        refused,
     })
 }
 
@@ -749,6 +851,81 @@ fn check(expects: &[Expect], groups: &[&'static str], obs: &Observed) -> Vec<Vio
                 format!("pod {name} has a queues annotation but no group label"),
             )),
             _ => {}
+        }
+    }
+    out
+}
+
+/// Pod name -> its group label, for the pods of the contested app.
+type Owners = BTreeMap<String, Option<String>>;
+
+/// The pods of the contested app and their group labels: what the expectations of a contest are
+/// computed for (empty without a contest).
+fn owners_of(world: &World, obs: &Observed) -> Owners {
+    let Some(app) = world.contested_app() else {
+        return BTreeMap::new();
+    };
+    obs.pods
+        .iter()
+        .filter(|(_, p)| p.labels().get("app").map(String::as_str) == Some(app))
+        .map(|(n, p)| (n.clone(), p.labels().get(GROUP_LABEL).cloned()))
+        .collect()
+}
+
+/// While two groups select the same pods: a pod one of them labelled before the step and that is
+/// still Ready keeps that label (the first that labelled it keeps it: no flip-flop), and unless
+/// both groups fail, every Ready pod of the app belongs to one of them.
+fn check_contest(
+    world: &World,
+    expects: &[Expect],
+    before: &BTreeMap<&'static str, Before>,
+    obs: &Observed,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let Some(app) = world.contested_app() else {
+        return out;
+    };
+    let pair: Vec<&Expect> = expects.iter().filter(|e| e.group.app == app).collect();
+    let label = |pod: &str| {
+        obs.pods
+            .get(pod)
+            .and_then(|p| p.labels().get(GROUP_LABEL).cloned())
+    };
+    let ready = |pod: &str| world.pods.get(pod).is_some_and(|p| p.ready);
+    for e in &pair {
+        let Some(b) = before.get(e.group.name) else {
+            continue;
+        };
+        for pod in b.labelled.keys() {
+            if ready(pod) && label(pod).as_deref() != Some(e.group.name) {
+                out.push((
+                    "contested",
+                    format!(
+                        "pod {pod} belonged to group {} before the step and is still Ready, but now carries {:?}",
+                        e.group.name,
+                        label(pod)
+                    ),
+                ));
+            }
+        }
+    }
+    if pair
+        .iter()
+        .any(|e| matches!(e.outcome, Outcome::Good { .. }))
+    {
+        for (pod, p) in &world.pods {
+            let owner = label(pod);
+            if p.app == app
+                && p.ready
+                && !pair.iter().any(|e| owner.as_deref() == Some(e.group.name))
+            {
+                out.push((
+                    "contested",
+                    format!(
+                        "Ready pod {pod} of contested app {app} belongs to no group ({owner:?})"
+                    ),
+                ));
+            }
         }
     }
     out
@@ -857,8 +1034,32 @@ fn check_group(e: &Expect, obs: &Observed, out: &mut Vec<Violation>) {
                     ),
                 )
             };
-            match ready {
-                Some(c) if c.status == want_status && c.reason == want_reason => {
+            match (ready, &e.refused) {
+                // The filled pod's write is refused: Ready=False WriteRejected naming it, the
+                // rest planned and written as usual.
+                (Some(c), Some(pod)) => {
+                    if !(c.status == "False"
+                        && c.reason == "WriteRejected"
+                        && c.message.starts_with("the API server refused")
+                        && c.message
+                            .contains(&format!("pod {}/{pod} (422", obs.namespace)))
+                    {
+                        out.push((
+                            "write-rejected",
+                            format!(
+                                "group {name}: the annotations of consumer {pod} are full: want Ready=False WriteRejected naming it (422), got {:?}",
+                                (&c.status, &c.reason, &c.message)
+                            ),
+                        ));
+                    }
+                }
+                (None, Some(pod)) => out.push((
+                    "write-rejected",
+                    format!(
+                        "group {name}: no Ready condition (consumer {pod} has full annotations)"
+                    ),
+                )),
+                (Some(c), None) if c.status == want_status && c.reason == want_reason => {
                     if c.message != want {
                         out.push((
                             "ready-condition",
@@ -866,13 +1067,51 @@ fn check_group(e: &Expect, obs: &Observed, out: &mut Vec<Violation>) {
                         ));
                     }
                 }
-                other => out.push((
+                (other, None) => out.push((
                     "ready-condition",
                     format!(
                         "group {name}: want Ready={want_status} {want_reason}, got {:?}",
                         other.map(|c| (&c.status, &c.reason, &c.message))
                     ),
                 )),
+            }
+            // Pods of its app another group labelled are named in PodsContested.
+            let contested: Vec<String> = obs
+                .pods
+                .iter()
+                .filter_map(|(n, p)| {
+                    let owner = p.labels().get(GROUP_LABEL)?;
+                    (p.labels().get("app").map(String::as_str) == Some(e.group.app)
+                        && owner != name)
+                        .then(|| format!("{n} ({owner})"))
+                })
+                .collect();
+            let pods_contested = condition(group, "PodsContested");
+            if contested.is_empty() {
+                if let Some(c) = pods_contested.filter(|c| c.status != "False") {
+                    out.push((
+                        "contested",
+                        format!(
+                            "group {name}: no selected pod belongs to another group, but PodsContested is {:?}",
+                            (&c.status, &c.reason, &c.message)
+                        ),
+                    ));
+                }
+            } else {
+                let names = |c: &Condition| {
+                    c.message
+                        .starts_with(&format!("{} selected pods", contested.len()))
+                        && contested.iter().take(10).all(|n| c.message.contains(n))
+                };
+                if !pods_contested.is_some_and(|c| c.status == "True" && names(c)) {
+                    out.push((
+                        "contested",
+                        format!(
+                            "group {name}: want PodsContested=True naming {contested:?}, got {:?}",
+                            pods_contested.map(|c| (&c.status, &c.reason, &c.message))
+                        ),
+                    ));
+                }
             }
             // 1. status == plan.
             let mut got = status.allocation.clone();
@@ -915,6 +1154,19 @@ fn check_group(e: &Expect, obs: &Observed, out: &mut Vec<Violation>) {
                         ));
                         continue;
                     };
+                    if e.refused.as_ref() == Some(pod_name) {
+                        // Relaxed for the pod whose annotations are full: its queues annotation
+                        // (removed with the filler's arrival) cannot be written.
+                        if annotation.is_some() {
+                            out.push((
+                                "write-rejected",
+                                format!(
+                                    "group {name}: consumer {pod_name} has full annotations, yet a queues annotation {annotation:?}"
+                                ),
+                            ));
+                        }
+                        continue;
+                    }
                     let parsed: Option<Vec<QueueRange>> = annotation
                         .as_deref()
                         .and_then(|a| serde_json::from_str(a).ok());
@@ -1084,6 +1336,14 @@ enum Kind {
     KillLeader,
     TermLeader,
     RestartApiServer,
+    /// A filler annotation fills a consumer pod's annotations to the limit.
+    AddFiller,
+    RemoveFiller,
+    /// A second group ([`RIVAL`]) selects the pods of a group.
+    Contest,
+    Uncontest,
+    /// A broker of a Topic at 4,096 queues (4,097 refused at admission).
+    TopicAtLimit,
 }
 
 struct Run {
@@ -1137,8 +1397,38 @@ impl Run {
     /// Picks the next mutation among those possible in the current world.
     fn pick_kind(&mut self, step: usize, disruptive: bool) -> Kind {
         let any_broken = self.world.groups.iter().any(|g| g.broken.is_some());
-        let any_good = self.world.groups.iter().any(|g| g.broken.is_none());
+        let any_good = self
+            .world
+            .groups
+            .iter()
+            .any(|g| g.broken.is_none() && g.name != RIVAL);
         let has_pods = !self.world.pods.is_empty();
+        let possible = |kind: Kind, world: &World| match kind {
+            Kind::AddFiller => world.filler.is_none() && !world.filler_candidates().is_empty(),
+            Kind::RemoveFiller => world.filler.is_some(),
+            Kind::Contest => world.rival().is_none() && !world.contestable().is_empty(),
+            Kind::Uncontest => world.rival().is_some(),
+            _ => true,
+        };
+        // Each hostile mutation runs at least once in a run of 24 steps: at steps 3, 7, 11, 15,
+        // 19 and 23, one that has not run yet and is possible is taken, or what keeps it from
+        // running is undone (with one group, a contest and a filler exclude each other).
+        if step % 4 == 3 {
+            let due: Vec<Kind> = HOSTILE
+                .iter()
+                .copied()
+                .filter(|k| !self.counts.contains_key(&format!("{k:?}")))
+                .filter_map(|k| match k {
+                    _ if possible(k, &self.world) => Some(k),
+                    Kind::AddFiller if self.world.rival().is_some() => Some(Kind::Uncontest),
+                    Kind::Contest if self.world.filler.is_some() => Some(Kind::RemoveFiller),
+                    _ => None,
+                })
+                .collect();
+            if !due.is_empty() {
+                return self.rng.pick(&due);
+            }
+        }
         let mut choices: Vec<(Kind, u32)> = vec![
             (Kind::AddPod, 12),
             (Kind::TopicQueues, 10),
@@ -1156,6 +1446,17 @@ impl Run {
         }
         if any_broken {
             choices.push((Kind::Repair, 12));
+        }
+        for (kind, weight) in [
+            (Kind::AddFiller, 3),
+            (Kind::RemoveFiller, 6),
+            (Kind::Contest, 3),
+            (Kind::Uncontest, 4),
+            (Kind::TopicAtLimit, 2),
+        ] {
+            if possible(kind, &self.world) {
+                choices.push((kind, weight));
+            }
         }
         if disruptive {
             choices.push((Kind::KillLeader, 4));
@@ -1209,6 +1510,9 @@ impl Run {
                 let name = names[self.rng.below(names.len())].clone();
                 self.cluster.delete::<Pod>(&name).await;
                 self.world.pods.remove(&name);
+                if self.world.filler.as_ref() == Some(&name) {
+                    self.world.filler = None;
+                }
                 format!("delete pod {name}")
             }
             Kind::FlipReady => {
@@ -1293,7 +1597,7 @@ impl Run {
                     .world
                     .groups
                     .iter()
-                    .filter(|g| g.broken.is_none())
+                    .filter(|g| g.broken.is_none() && g.name != RIVAL)
                     .map(|g| g.name)
                     .collect();
                 let g = self.rng.pick(&good);
@@ -1320,7 +1624,12 @@ impl Run {
                 format!("group {g}: repair the spec (was {how:?})")
             }
             Kind::Recreate => {
-                let g = self.random_group();
+                let names: Vec<&'static str> = self
+                    .group_names()
+                    .into_iter()
+                    .filter(|g| *g != RIVAL)
+                    .collect();
+                let g = self.rng.pick(&names);
                 self.cluster.delete::<ConsumerGroup>(g).await;
                 // The README: the pods of a deleted group lose label and annotation (bounded like
                 // any convergence).
@@ -1368,6 +1677,125 @@ impl Run {
                 );
                 self.apply_group(g).await;
                 format!("delete group {g} and re-create it{note}")
+            }
+            Kind::AddFiller => {
+                let names = self.world.filler_candidates();
+                // Mostly a consumer of a working group: the one whose writes are refused.
+                let consuming: Vec<String> = names
+                    .iter()
+                    .filter(|n| {
+                        let p = &self.world.pods[n.as_str()];
+                        p.ready
+                            && self
+                                .world
+                                .groups
+                                .iter()
+                                .any(|g| g.app == p.app && g.broken.is_none())
+                    })
+                    .cloned()
+                    .collect();
+                let names = if !consuming.is_empty() && self.rng.chance(80) {
+                    consuming
+                } else {
+                    names
+                };
+                let name = names[self.rng.below(names.len())].clone();
+                // The filler takes the place of the queues annotation (someone else's annotations
+                // grew while the operator's was away): the operator must write it again, and
+                // the API server refuses that with 422.
+                let value = "x".repeat(ANNOTATIONS_LIMIT - FILLER.len() - FILLER_ROOM);
+                let patch =
+                    json!({"metadata": {"annotations": {FILLER: value, QUEUES_ANNOTATION: null}}});
+                self.cluster
+                    .api::<Pod>()
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap_or_else(|e| panic!("filling the annotations of {name}: {e}"));
+                // A failing group leaves its pods as they are: as they are now.
+                for b in before.values_mut() {
+                    if let Some(kept) = b.labelled.get_mut(&name) {
+                        *kept = None;
+                    }
+                }
+                self.world.filler = Some(name.clone());
+                format!(
+                    "fill the annotations of pod {name} ({} bytes, {FILLER_ROOM} left), its queues annotation removed",
+                    ANNOTATIONS_LIMIT - FILLER_ROOM
+                )
+            }
+            Kind::RemoveFiller => {
+                let name = self.world.filler.take().unwrap();
+                let patch = json!({"metadata": {"annotations": {FILLER: null}}});
+                self.cluster
+                    .api::<Pod>()
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap_or_else(|e| panic!("removing the filler of {name}: {e}"));
+                format!("remove the filler annotation of pod {name}")
+            }
+            Kind::Contest => {
+                let names = self.world.contestable();
+                let g = self.rng.pick(&names);
+                let of = self.world.group(g).clone();
+                let strategy = self.rng.pick(&STRATEGIES);
+                self.world.groups.push(GroupModel {
+                    name: RIVAL,
+                    app: of.app,
+                    topics: vec!["t1"],
+                    strategy,
+                    model: "Clustering",
+                    broken: None,
+                });
+                self.apply_group(RIVAL).await;
+                format!(
+                    "contest: group {RIVAL} ({} characters) selects the pods of group {g} (app {})",
+                    RIVAL.len(),
+                    of.app
+                )
+            }
+            Kind::Uncontest => {
+                self.cluster.delete::<ConsumerGroup>(RIVAL).await;
+                self.world.groups.retain(|g| g.name != RIVAL);
+                format!("end the contest: delete group {RIVAL}")
+            }
+            Kind::TopicAtLimit => {
+                let t = self.rng.below(self.world.topics.len());
+                let b = self.rng.below(self.world.topics[t].brokers.len());
+                let mut over = self.world.topics[t].clone();
+                over.brokers[b].read = QUEUES_LIMIT + 1;
+                over.brokers[b].write = QUEUES_LIMIT + 1;
+                let name = over.name;
+                match self
+                    .cluster
+                    .api::<Topic>()
+                    .patch(
+                        name,
+                        &PatchParams::apply(HARNESS_MANAGER).force(),
+                        &Patch::Apply(over.object()),
+                    )
+                    .await
+                {
+                    Err(kube::Error::Api(s)) if s.code == 422 => {}
+                    other => self.fail(
+                        step,
+                        &format!(
+                            "[limits] a Topic with {} queues on a broker was not refused at admission: {:?}",
+                            QUEUES_LIMIT + 1,
+                            other.map(|t| t.spec)
+                        ),
+                    ),
+                }
+                let broker = &mut self.world.topics[t].brokers[b];
+                broker.read = QUEUES_LIMIT;
+                broker.write = QUEUES_LIMIT;
+                broker.permission = "ReadWrite";
+                let object = self.world.topics[t].object();
+                self.cluster.apply::<Topic>(&object).await;
+                format!(
+                    "topic {name}/{}: readQueues=writeQueues={QUEUES_LIMIT} ReadWrite (the limit; {} refused at admission)",
+                    self.world.topics[t].brokers[b].name,
+                    QUEUES_LIMIT + 1
+                )
             }
             Kind::KillLeader | Kind::TermLeader | Kind::RestartApiServer => {
                 unreachable!("disruptive mutations are handled by step()")
@@ -1552,15 +1980,10 @@ impl Run {
 
     /// Waits until every invariant holds, then watches for [`QUIET`] that nothing is written.
     async fn converge(&mut self, step: usize, before: &BTreeMap<&'static str, Before>) {
-        let mut expects = Vec::new();
-        for g in &self.world.groups {
-            let before = before.get(g.name).cloned().unwrap_or_default();
-            let tag = format!("step{step:02}-{}", g.name);
-            match expect(&self.cluster, &self.world, g, &before, &tag).await {
-                Ok(e) => expects.push(e),
-                Err(e) => self.fail(step, &e),
-            }
-        }
+        // The expectations, for the owners of the contested pods they were computed for
+        // (computed again when those change: only while a contest runs).
+        let expects: RefCell<Option<(Owners, Vec<Expect>)>> = RefCell::new(None);
+        let context = self.context(step);
         let groups = self.group_names();
         let what = format!("the invariants after step {step}\n{}", self.context(step));
         // Recovering from a kube-apiserver restart takes minutes while that bug is known.
@@ -1574,16 +1997,38 @@ impl Run {
         let late: RefCell<Option<String>> = RefCell::new(None);
         {
             let cluster = &self.cluster;
+            let world = &self.world;
             let expects = &expects;
             let groups = &groups;
             let seen = &self.seen;
             let late = &late;
+            let context = &context;
             support::eventually_within(&what, deadline, || async move {
                 let obs = cluster.observe().await?;
+                let owners = owners_of(world, &obs);
+                if expects.borrow().as_ref().is_none_or(|(o, _)| *o != owners) {
+                    let mut list = Vec::new();
+                    for g in &world.groups {
+                        let before = before.get(g.name).cloned().unwrap_or_default();
+                        let tag = format!("step{step:02}-{}", g.name);
+                        match expect(cluster, world, g, &before, &tag, &owners).await {
+                            Ok(e) => list.push(e),
+                            Err(e) => {
+                                panic!("random state-transition test failed: {e}\n{context}")
+                            }
+                        }
+                    }
+                    *expects.borrow_mut() = Some((owners, list));
+                }
+                let violations = {
+                    let cached = expects.borrow();
+                    let list = &cached.as_ref().unwrap().1;
+                    let mut v = check(list, groups, &obs);
+                    v.extend(check_contest(world, list, before, &obs));
+                    v
+                };
                 let (known_now, real): (Vec<Violation>, Vec<Violation>) =
-                    check(expects, groups, &obs)
-                        .into_iter()
-                        .partition(|(id, _)| known(id));
+                    violations.into_iter().partition(|(id, _)| known(id));
                 if !real.is_empty() {
                     let text = format_violations(&real);
                     if started.elapsed() > CONVERGE_BOUND && late.borrow().is_none() {
@@ -1599,6 +2044,35 @@ impl Run {
             .await;
         }
         let converged = started.elapsed();
+        // What the hostile input made the oracle expect, for the step's line.
+        let mut notes = Vec::new();
+        if let Some((_, list)) = expects.borrow().as_ref() {
+            for e in list {
+                if let Some(pod) = &e.refused {
+                    notes.push(format!("{}: WriteRejected for {pod}", e.group.name));
+                }
+            }
+            if let Some(app) = self.world.contested_app() {
+                let owned: Vec<String> = list
+                    .iter()
+                    .filter(|e| e.group.app == app)
+                    .map(|e| {
+                        let name = if e.group.name == RIVAL {
+                            "rival"
+                        } else {
+                            e.group.name
+                        };
+                        format!("{name} {:?}", e.consumers)
+                    })
+                    .collect();
+                notes.push(format!("contested {app}: {}", owned.join(", ")));
+            }
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", notes.join("; "))
+        };
         if converged > CONVERGE_BOUND {
             let id = if self.recovering() {
                 "slow-recovery"
@@ -1652,7 +2126,7 @@ impl Run {
             }
         }
         println!(
-            "{} step {step:>2}: converged in {converged:.1?}: {}",
+            "{} step {step:>2}: converged in {converged:.1?}: {}{notes}",
             Timestamp::now(),
             self.history.last().unwrap()
         );
@@ -1777,6 +2251,7 @@ async fn random_state_transitions() {
         pods: BTreeMap::new(),
         next_pod: 0,
         apps,
+        filler: None,
     };
     let mut run = Run {
         seed,
@@ -1831,6 +2306,34 @@ async fn random_state_transitions() {
         .push(format!("initial world: {}", run.world.describe()));
     run.converge(0, &BTreeMap::new()).await;
 
+    // A name of 64 characters is refused at admission (the rival's 63 work end to end).
+    let long = format!("{RIVAL}y");
+    let refused = run
+        .cluster
+        .api::<ConsumerGroup>()
+        .patch(
+            &long,
+            &PatchParams::apply(HARNESS_MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "rebalancer.dev/v1alpha1", "kind": "ConsumerGroup",
+                "metadata": {"name": long},
+                "spec": {"topics": ["t1"], "consumers": {"selector": {"matchLabels": {"app": "c1"}}}}
+            })),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(s)) if s.message.contains("at most 63 characters") => {
+            println!("a group name of 64 characters is refused at admission: {}", s.message);
+        }
+        other => run.fail(
+            0,
+            &format!(
+                "[names] a group name of 64 characters was not refused at admission with \"at most 63 characters\": {:?}",
+                other.map(|g| g.metadata.name)
+            ),
+        ),
+    }
+
     for step in 1..=steps {
         run.step(step).await;
     }
@@ -1847,6 +2350,11 @@ async fn random_state_transitions() {
         started.elapsed(),
         run.counts
     );
+    let hostile: Vec<String> = HOSTILE
+        .iter()
+        .map(|k| format!("{k:?} x{}", run.counts.get(&format!("{k:?}")).unwrap_or(&0)))
+        .collect();
+    println!("hostile mutations: {}", hostile.join(", "));
     for (id, (step, what)) in run.seen.borrow().iter() {
         println!("KNOWN BUG [{id}] reproduced (first at step {step}): {what}");
     }

@@ -53,6 +53,9 @@ pub async fn apply(
             Ok(_) => ctx.metrics.count_write("pods"),
             // Gone between the cache and the patch: nothing to annotate.
             Err(kube::Error::Api(s)) if s.code == 404 => {}
+            // A pod joining the group changed since the cache saw it (another group may have
+            // labelled it): decided from a stale view; its event reconciles the group again.
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Applied::Stale),
             Err(e) => match Refused::from_error(format!("pod {namespace}/{name}"), &e) {
                 // One pod must not stop the group; the status names it.
                 Some(r) => {

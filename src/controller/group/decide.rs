@@ -851,11 +851,11 @@ fn pod_patches(
                 {
                     continue;
                 }
-                consumers::oversized_patch(&group)
+                joining(pod, &group, consumers::oversized_patch(&group))
             } else if consumers::has_membership(pod, &group, value) {
                 continue;
             } else {
-                consumers::member_patch(&group, value)
+                joining(pod, &group, consumers::member_patch(&group, value))
             }
         } else if labelled_for_us(pod) {
             consumers::leaver_patch()
@@ -875,6 +875,20 @@ fn pod_patches(
         patches.insert(name, consumers::leaver_patch());
     }
     patches.into_iter().collect()
+}
+
+/// `patch` for a pod that does not carry the group's label yet, with the resourceVersion the
+/// cache saw as a precondition: the API server answers 409 when the pod changed since, e.g.
+/// another group that selects it labelled it meanwhile. Of two groups that saw the pod free at
+/// once, the first to label it keeps it (without it, the last writer took the pod from the
+/// first).
+fn joining(pod: &Pod, group: &str, mut patch: serde_json::Value) -> serde_json::Value {
+    if pod.labels().get(GROUP_LABEL).map(String::as_str) != Some(group)
+        && let Some(version) = &pod.metadata.resource_version
+    {
+        patch["metadata"]["resourceVersion"] = serde_json::Value::String(version.clone());
+    }
+    patch
 }
 
 /// Readable queues per topic (RocketMQ name), in subscription order.

@@ -654,6 +654,40 @@ fn a_terminating_pod_gets_no_patch() {
 }
 
 #[test]
+fn a_pod_joins_only_as_the_cache_saw_it() {
+    // Two consumers of the group, and a free pod `c` the cache saw at resourceVersion 7: its
+    // patch carries that version (409 if another group labelled it since); the members' do not.
+    let before = converged();
+    let mut pods: Vec<Pod> = before.pods.iter().map(|p| (**p).clone()).collect();
+    let mut free = pod("c");
+    free.metadata.resource_version = Some("7".into());
+    pods.push(free);
+    for p in &mut pods[..2] {
+        p.metadata.resource_version = Some("5".into());
+    }
+    let s = snapshot_with(
+        (*before.group).clone(),
+        before.topics.clone(),
+        before.workload.clone(),
+        pods,
+    );
+    let d = decide(&s, at(60), BUDGETS);
+    let patches: BTreeMap<String, Value> = d.pod_patches.into_iter().collect();
+    assert_eq!(patches["c"]["metadata"]["resourceVersion"], json!("7"));
+    assert_eq!(
+        patches["c"]["metadata"]["labels"][GROUP_LABEL],
+        json!(GROUP)
+    );
+    for member in ["a", "b"] {
+        assert!(
+            patches[member]["metadata"].get("resourceVersion").is_none(),
+            "{member}: {}",
+            patches[member]
+        );
+    }
+}
+
+#[test]
 fn a_labelled_pod_no_longer_selected_leaves() {
     let before = converged();
     let mut pods: Vec<Pod> = before.pods.iter().map(|p| (**p).clone()).collect();
