@@ -214,19 +214,21 @@ async fn reconcile_inner(topic: &Topic, ctx: &Context) -> Result<Action, Error> 
                         topic.meta().generation,
                         Timestamp::now(),
                     );
-                    if last != topic.status.clone().unwrap_or_default() {
+                    let written = topic.status.clone().unwrap_or_default();
+                    // Written, and announced, on the transition to this refusal only.
+                    if conditions::changed(&written.conditions, &last.conditions, READY) {
                         write_status(topic, ctx, &last)
                             .await
                             .map_err(|e| status_error(topic, e))?;
+                        ctx.event(
+                            &topic.object_ref(&()),
+                            true,
+                            WRITE_REJECTED,
+                            "Sync",
+                            refused::summary(&refusals),
+                        )
+                        .await;
                     }
-                    ctx.event(
-                        &topic.object_ref(&()),
-                        true,
-                        WRITE_REJECTED,
-                        "Sync",
-                        refused::summary(&refusals),
-                    )
-                    .await;
                     return Ok(Action::requeue(ctx.sync_period));
                 }
                 None => return Err(status_error(topic, e)),

@@ -17,6 +17,7 @@ use super::READY;
 use super::decide::{Decision, Regarding};
 use crate::api::{ConsumerGroup, ConsumerGroupStatus};
 use crate::controller::Error;
+use crate::controller::conditions;
 use crate::controller::context::{Context, FIELD_MANAGER};
 use crate::controller::refused::{self, Refused, WRITE_REJECTED};
 
@@ -87,6 +88,9 @@ pub async fn apply(
     } else {
         status != current
     };
+    // The Warning goes with the transition of Ready to this refusal, not with every reconcile.
+    let mut announce =
+        !refusals.is_empty() && conditions::changed(&current.conditions, &status.conditions, READY);
     if write {
         if !ctx.leadership.is_leader() {
             return Ok(Applied::NotLeader);
@@ -101,7 +105,7 @@ pub async fn apply(
                     ctx.metrics.count_refused("consumergroups/status");
                     refusals.push(r);
                     // The last status written stays the report, with a Ready that says why.
-                    let mut last = current;
+                    let mut last = current.clone();
                     last.conditions = refused::mark(
                         &last.conditions,
                         &last.conditions,
@@ -111,9 +115,11 @@ pub async fn apply(
                         group.metadata.generation,
                         now,
                     );
-                    if let Written::Stale = write_status(ctx, group, &last)
-                        .await
-                        .map_err(|e| status_error(group, e))?
+                    announce = conditions::changed(&current.conditions, &last.conditions, READY);
+                    if announce
+                        && let Written::Stale = write_status(ctx, group, &last)
+                            .await
+                            .map_err(|e| status_error(group, e))?
                     {
                         return Ok(Applied::Stale);
                     }
@@ -122,7 +128,7 @@ pub async fn apply(
             },
         }
     }
-    if !refusals.is_empty() {
+    if announce {
         let note = refused::summary(&refusals);
         ctx.event(
             &group.object_ref(&()),
